@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite `make test` runs after the generated-file check and lint: unit tests,
+# integration tests on the local test bed (each package's TestMain starts a real control plane),
+# end-to-end scenarios on the real binary, brief fuzzing, and a benchmark smoke run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Prometheus is a Debian package; install it once so test packages do not race to apt-get it.
+bash hack/install-prometheus.sh
+
+# Two packages at a time: each integration package runs its own control plane on 2 cores.
+go test -count=1 -p 2 -timeout 40m ./...
+
+# Fuzz both admission handlers briefly from the committed seed corpus.
+go test -run='^$' -fuzz='^FuzzMutate$' -fuzztime=15s ./webhook
+go test -run='^$' -fuzz='^FuzzValidate$' -fuzztime=15s ./webhook
+
+# Benchmarks must not rot: run each once.
+go test -run='^$' -bench=. -benchtime=1x ./webhook
