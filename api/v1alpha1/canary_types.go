@@ -276,6 +276,8 @@ const (
 	ConditionPromoted = "Promoted"
 	// ConditionReady is False when the canary cannot run (for example no safe pod labels can be chosen).
 	ConditionReady = "Ready"
+	// ConditionPaused is True while a pause action holds the release (set by canarygate.io/action).
+	ConditionPaused = "Paused"
 )
 
 // Canary releases a Deployment's pod-template changes through a measured canary.

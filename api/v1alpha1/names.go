@@ -22,6 +22,8 @@ const (
 	GeneratedForLabel = "canarygate.io/generated-for"
 	// ActionAnnotation on a Canary requests a manual action; the controller removes it once done.
 	ActionAnnotation = "canarygate.io/action"
+	// RevisionAnnotation on a generated canary Deployment is the revision of the template it runs.
+	RevisionAnnotation = "canarygate.io/revision"
 	// CreatedByLabel marks a Canary that the controller created (and may therefore rewrite).
 	CreatedByLabel = "canarygate.io/created-by"
 	// CreatedByController is CreatedByLabel's value.
