@@ -110,10 +110,8 @@ func (e *Env) prepareDir(repo string) error {
 			return fmt.Errorf("test bed dir %s is inside the checkout %s; use a directory outside it", dir, repo)
 		}
 		e.Dir = dir
-		for _, name := range []string{"etcd", "pki", "prometheus", "logs", "kubeconfig", "kube-controller-manager.kubeconfig", "kube-scheduler.kubeconfig"} {
-			if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
-				return err
-			}
+		if err := removeData(dir); err != nil {
+			return err
 		}
 	}
 	e.logDir = filepath.Join(e.Dir, "logs")
@@ -366,6 +364,33 @@ func (e *Env) stopAll(procs []*process) []error {
 	}
 	wg.Wait()
 	return errs
+}
+
+// dataNames are the entries Start creates in its directory.
+var dataNames = []string{"etcd", "pki", "prometheus", "logs", "kubeconfig", "kube-controller-manager.kubeconfig", "kube-scheduler.kubeconfig"}
+
+func removeData(dir string) error {
+	for _, name := range dataNames {
+		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RemoveData deletes what a stopped test bed left in dir, then dir itself if nothing else is in it.
+// Files that the test bed did not create are kept.
+func RemoveData(dir string) error {
+	if err := removeData(dir); err != nil {
+		return err
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if entries, rerr := os.ReadDir(dir); rerr == nil && len(entries) > 0 {
+			return nil // other files remain; they are not ours to delete
+		}
+		return err
+	}
+	return nil
 }
 
 func (e *Env) removeTempDir() {
