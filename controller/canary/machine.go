@@ -576,7 +576,11 @@ func (m *machine) newer(p string) {
 	if m.st.CanaryWeight > 0 {
 		m.act(Action{Kind: ActSetWeight, Weight: 0})
 	}
-	m.act(Action{Kind: ActEnsureCanary, Revision: p})
+	// A newer revision that cannot run yet still takes the traffic back; its analysis is held
+	// (see progressing) until the reason goes away.
+	if m.in.PendingError == "" && m.in.Blocked == "" {
+		m.act(Action{Kind: ActEnsureCanary, Revision: p})
+	}
 	m.st.CanaryRevision = p
 	m.st.CanaryWeight = 0
 	m.st.FailedChecks = 0

@@ -355,6 +355,12 @@ func TestDecide(t *testing.T) {
 			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p2", actions: "SetWeight 0, EnsureCanary p2", events: "NewRevision+target", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
+			name: "newer revision that cannot run: traffic back to stable, no canary workload",
+			in:   with(flight(30, 2*time.Second), func(in *Input) { in.Pending = "p2"; in.Blocked = "Service x selects the canary pods" }),
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p2", actions: "SetWeight 0", events: "NewRevision+target", requeueAfter: 5 * time.Second, analysedNow: true,
+				conditions: map[string]metav1.ConditionStatus{v1alpha1.ConditionReady: metav1.ConditionFalse}},
+		},
+		{
 			name: "newer revision at weight 0: no weight write",
 			in:   with(flight(0, 2*time.Second), func(in *Input) { in.Pending = "p2" }),
 			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p2", actions: "EnsureCanary p2", events: "NewRevision+target", requeueAfter: 5 * time.Second, analysedNow: true},
