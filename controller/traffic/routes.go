@@ -377,27 +377,38 @@ func zeroWeights(routes []*networking.HTTPRoute) []*networking.HTTPRoute {
 	return out
 }
 
-// destinationHosts is the set of destination hosts the routes name.
-func destinationHosts(routes []*networking.HTTPRoute) map[string]bool {
-	hosts := map[string]bool{}
+// otherCanaryInFlight reports whether routes still carry a canary that the original routes did
+// not: a destination <service>-canary, absent from the original, next to a destination <service>
+// in the same form (canarygate's naming, DESIGN.md "Names"). That is another target's canary in a
+// VirtualService shared by several; a destination a user added is not mistaken for one.
+func otherCanaryInFlight(routes, original []*networking.HTTPRoute) bool {
+	orig := map[string]bool{}
+	for _, r := range original {
+		for _, d := range r.GetRoute() {
+			orig[d.GetDestination().GetHost()] = true
+		}
+	}
 	for _, r := range routes {
+		hosts := map[string]bool{}
 		for _, d := range r.GetRoute() {
 			hosts[d.GetDestination().GetHost()] = true
 		}
-	}
-	return hosts
-}
-
-// addedHosts reports whether routes send traffic to a host that the original routes never named:
-// another canary still in flight in a VirtualService shared by several targets.
-func addedHosts(routes, original []*networking.HTTPRoute) bool {
-	orig := destinationHosts(original)
-	for h := range destinationHosts(routes) {
-		if !orig[h] {
-			return true
+		for h := range hosts {
+			name, rest, _ := strings.Cut(h, ".")
+			stable, ok := strings.CutSuffix(name, "-canary")
+			if ok && !orig[h] && hosts[joinHost(stable, rest)] {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+func joinHost(name, rest string) string {
+	if rest == "" {
+		return name
+	}
+	return name + "." + rest
 }
 
 // generatedRoutes is the single HTTP route of a generated VirtualService.

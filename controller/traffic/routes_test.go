@@ -241,13 +241,25 @@ func TestWithoutCanary(t *testing.T) {
 	}
 }
 
-func TestAddedHosts(t *testing.T) {
-	orig := []*networking.HTTPRoute{r("web=50", "api=50")}
-	if addedHosts([]*networking.HTTPRoute{r("web=100", "api=0")}, orig) {
-		t.Error("weights alone reported as an added host")
+func TestOtherCanaryInFlight(t *testing.T) {
+	orig := []*networking.HTTPRoute{r("web.shop.svc.cluster.local=50", "api=50")}
+	for _, tc := range []struct {
+		routes []*networking.HTTPRoute
+		want   bool
+	}{
+		{[]*networking.HTTPRoute{r("web.shop.svc.cluster.local=100", "api=0")}, false},
+		{[]*networking.HTTPRoute{r("web.shop.svc.cluster.local=50", "api=40", "api-canary=10")}, true},
+		{[]*networking.HTTPRoute{r("web.shop.svc.cluster.local=25", "web-canary.shop.svc.cluster.local=25", "api=50")}, true},
+		{[]*networking.HTTPRoute{r("web.shop.svc.cluster.local=50", "api=40", "legacy=10")}, false},       // a user's new destination
+		{[]*networking.HTTPRoute{r("web.shop.svc.cluster.local=50", "api=40", "other-canary=10")}, false}, // no "other" beside it
+	} {
+		if got := otherCanaryInFlight(tc.routes, orig); got != tc.want {
+			t.Errorf("otherCanaryInFlight(%q) = %v, want %v", show(tc.routes), got, tc.want)
+		}
 	}
-	if !addedHosts([]*networking.HTTPRoute{r("web=50", "api=40", "api-canary=10")}, orig) {
-		t.Error("another target's canary not reported")
+	withCanary := []*networking.HTTPRoute{r("api=40", "api-canary=10", "web=50")}
+	if otherCanaryInFlight(withCanary, withCanary) {
+		t.Error("a canary destination the original already had is not another target's")
 	}
 }
 
