@@ -25,9 +25,10 @@ type Options struct {
 	// ServiceName is the webhook Service; the serving certificate names <svc>, <svc>.<ns>,
 	// <svc>.<ns>.svc and <svc>.<ns>.svc.cluster.local.
 	ServiceName string
-	// ExtraDNSNames and ExtraIPs are added to the serving certificate (a webhook reached by URL).
+	// ExtraDNSNames and ExtraIPs (textual IPv4 or IPv6 addresses) are added to the serving
+	// certificate, for a webhook reached by URL.
 	ExtraDNSNames []string
-	ExtraIPs      []net.IP
+	ExtraIPs      []string
 
 	// MutatingWebhookConfig and ValidatingWebhookConfig name the configurations whose every
 	// webhook gets the CA bundle as caBundle. Empty skips that kind.
@@ -58,7 +59,6 @@ func (o Options) policy() (policy, error) {
 		certValidity: orDefault(o.CertValidity, DefaultCertValidity),
 		renewBefore:  orDefault(o.RenewBefore, DefaultRenewBefore),
 		trustDelay:   orDefault(o.TrustDelay, DefaultTrustDelay),
-		ips:          o.ExtraIPs,
 	}
 	for _, d := range []time.Duration{p.caValidity, p.certValidity, p.renewBefore, p.trustDelay} {
 		if d < 0 {
@@ -74,10 +74,12 @@ func (o Options) policy() (policy, error) {
 	if p.trustDelay >= p.renewBefore {
 		errs = append(errs, fmt.Errorf("TrustDelay %s must be shorter than RenewBefore %s, or a new CA cannot be trusted before the old certificates expire", p.trustDelay, p.renewBefore))
 	}
-	for i, ip := range o.ExtraIPs {
+	for _, s := range o.ExtraIPs {
+		ip := net.ParseIP(s)
 		if ip == nil {
-			errs = append(errs, fmt.Errorf("ExtraIPs[%d] is not an IP address", i))
+			errs = append(errs, fmt.Errorf("ExtraIPs: %q is not an IP address", s))
 		}
+		p.ips = append(p.ips, ip)
 	}
 	if len(errs) > 0 {
 		return policy{}, fmt.Errorf("certs: invalid options: %w", errors.Join(errs...))

@@ -2,7 +2,8 @@ package certs
 
 import (
 	"crypto/x509"
-	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -120,7 +121,7 @@ func TestOptionsPolicy(t *testing.T) {
 		{name: "renewal window covers the lifetime", mutate: func(o *Options) { o.CertValidity, o.RenewBefore = time.Hour, time.Hour }, wantErr: "RenewBefore"},
 		{name: "trust delay longer than the renewal window", mutate: func(o *Options) { o.RenewBefore, o.TrustDelay = time.Minute, time.Minute }, wantErr: "TrustDelay"},
 		{name: "negative", mutate: func(o *Options) { o.TrustDelay = -time.Second }, wantErr: "negative"},
-		{name: "bad IP", mutate: func(o *Options) { o.ExtraIPs = []net.IP{net.ParseIP("not-an-ip")} }, wantErr: "ExtraIPs[0]"},
+		{name: "bad IP", mutate: func(o *Options) { o.ExtraIPs = []string{"127.0.0.1", "not-an-ip"} }, wantErr: `"not-an-ip" is not an IP address`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -179,5 +180,38 @@ func TestServedLoadAndReady(t *testing.T) {
 	}
 	if c, err := s.getCertificate(nil); err != nil || !c.Leaf.Equal(leaf.cert) {
 		t.Errorf("handshake certificate is not the loaded one (%v)", err)
+	}
+}
+
+func TestCertFileReady(t *testing.T) {
+	now := time.Now()
+	ca := mustCA(t, now, time.Hour)
+	leaf := mustServing(t, ca, now, 30*time.Minute, pTest.dnsNames)
+	expired := mustServing(t, ca, now.Add(-2*time.Hour), time.Hour, pTest.dnsNames)
+	tests := []struct {
+		name      string
+		cert, key []byte
+		ready     bool
+	}{
+		{name: "missing"},
+		{name: "valid pair", cert: leaf.certPEM, key: leaf.keyPEM, ready: true},
+		{name: "key of another certificate", cert: leaf.certPEM, key: ca.keyPEM},
+		{name: "expired", cert: expired.certPEM, key: expired.keyPEM},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tc.cert != nil {
+				if err := os.WriteFile(filepath.Join(dir, "tls.crt"), tc.cert, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, "tls.key"), tc.key, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := CertFileReady(dir)(nil); (err == nil) != tc.ready {
+				t.Errorf("ready error %v, want ready=%v", err, tc.ready)
+			}
+		})
 	}
 }

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
 )
 
 // served is the serving certificate this replica presents. The webhook server reads it on every
@@ -58,4 +60,22 @@ func (s *served) ready(*http.Request) error {
 		return fmt.Errorf("serving certificate expired at %s", c.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return nil
+}
+
+// CertFileReady is the readiness check for certificates managed by someone else (cert-manager, a
+// mounted Secret): the webhook server's default certificate watcher reads tls.crt and tls.key in
+// certDir, and the check fails until that pair exists, matches and is valid now.
+func CertFileReady(certDir string) healthz.Checker {
+	certPath, keyPath := filepath.Join(certDir, corev1.TLSCertKey), filepath.Join(certDir, corev1.TLSPrivateKeyKey)
+	return func(*http.Request) error {
+		pair, err := tls.LoadX509KeyPair(certPath, keyPath)
+		if err != nil {
+			return fmt.Errorf("serving certificate in %s: %w", certDir, err)
+		}
+		if now := time.Now(); !validAt(pair.Leaf, now) {
+			return fmt.Errorf("serving certificate in %s not valid now (valid %s to %s)", certDir,
+				pair.Leaf.NotBefore.UTC().Format(time.RFC3339), pair.Leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
+		return nil
+	}
 }
