@@ -30,15 +30,16 @@ const (
 const usage = `fleetapply applies a folder of manifests the way Rancher Fleet's agent does.
 
 Usage:
-  fleetapply apply         --kubeconfig K --dir D --bundle NAME [--namespace NS] [--set-image DEPLOY/CONTAINER=IMAGE]...
-  fleetapply correct-drift --kubeconfig K --dir D --bundle NAME [--namespace NS] [--set-image DEPLOY/CONTAINER=IMAGE]...
+  fleetapply apply         --kubeconfig K --dir D --bundle NAME [--namespace NS] [--set-image DEPLOY/CONTAINER=IMAGE]... [--force-conflicts]
+  fleetapply correct-drift --kubeconfig K --dir D --bundle NAME [--namespace NS] [--set-image DEPLOY/CONTAINER=IMAGE]... [--replace]
   fleetapply check         --kubeconfig K --dir D --bundle NAME [--namespace NS] [--set-image DEPLOY/CONTAINER=IMAGE]...
 
 Commands:
   apply          deploy as Fleet does: server-side apply as field manager "fleet", with Fleet's
                  objectset and Helm's ownership labels and annotations
   correct-drift  Fleet's drift correction: a Helm rollback without server-side apply (declared fields
-                 that drifted are patched back, missing objects created, custom resources untouched)
+                 that drifted are patched back, missing objects created, custom resources untouched;
+                 with --replace every object is replaced by its manifest)
   check          print what Fleet would report: missing, extra (orphaned) and modified objects
 
 Flags:
@@ -52,6 +53,7 @@ type options struct {
 	namespace  string
 	images     []imageOverride
 	force      bool
+	replace    bool
 }
 
 type imageOverride struct{ deployment, container, image string }
@@ -102,6 +104,7 @@ func newFlagSet(stderr io.Writer, opts *options) *flag.FlagSet {
 	fs.StringVar(&opts.namespace, "namespace", "", "default `namespace` for objects that name none (default: fleet.yaml's defaultNamespace, else \"default\", as in Fleet)")
 	fs.Var(imageFlag{&opts.images}, "set-image", "replace a container's image before acting, as a Git commit would: `DEPLOYMENT/CONTAINER=IMAGE` (repeatable)")
 	fs.BoolVar(&opts.force, "force-conflicts", false, "apply only: take fields other managers own (Fleet does not, so this is off by default)")
+	fs.BoolVar(&opts.replace, "replace", false, "correct-drift only: Fleet's correctDrift.force, replace every object with its manifest (a PUT) instead of patching the drifted fields")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
@@ -132,9 +135,9 @@ func parse(args []string, stderr io.Writer) (options, error) {
 		return opts, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	var missing []string
-	for name, v := range map[string]string{"--kubeconfig": opts.kubeconfig, "--dir": opts.dir, "--bundle": opts.bundle} {
-		if v == "" {
-			missing = append(missing, name)
+	for _, f := range []struct{ name, value string }{{"--kubeconfig", opts.kubeconfig}, {"--dir", opts.dir}, {"--bundle", opts.bundle}} {
+		if f.value == "" {
+			missing = append(missing, f.name)
 		}
 	}
 	if len(missing) > 0 {
@@ -142,6 +145,9 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	}
 	if opts.force && opts.command != "apply" {
 		return opts, errors.New("--force-conflicts only applies to apply")
+	}
+	if opts.replace && opts.command != "correct-drift" {
+		return opts, errors.New("--replace only applies to correct-drift")
 	}
 	return opts, nil
 }
@@ -172,6 +178,7 @@ func execute(ctx context.Context, opts options, stdout io.Writer) (int, error) {
 		return exitError, err
 	}
 	a.ForceConflicts = opts.force
+	a.ForceDriftCorrection = opts.replace
 
 	switch opts.command {
 	case "apply":

@@ -15,11 +15,14 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/util/csaupgrade"
+	"k8s.io/client-go/util/retry"
 )
 
 // watchedKinds are listed by Check for extra objects even when the bundle declares none of them:
@@ -36,6 +39,10 @@ type Applier struct {
 	// ForceConflicts makes Apply take fields other managers own. Fleet's agent does not (Helm v4's
 	// default), so a field another manager changed makes its next deploy fail with a conflict.
 	ForceConflicts bool
+	// ForceDriftCorrection is Fleet's correctDrift.force: CorrectDrift then replaces every object
+	// with its manifest (a PUT with the live resourceVersion), as Helm v4's rollback does with
+	// ForceReplace, instead of patching the declared fields back.
+	ForceDriftCorrection bool
 
 	client dynamic.Interface
 	mapper meta.ResettableRESTMapper
@@ -110,7 +117,10 @@ func (a *Applier) targets(b *Bundle) ([]target, error) {
 
 // Apply deploys b as a Fleet deploy does: Helm v4's server-side apply of every object, as field
 // manager "fleet", in Helm's kind order. Like Fleet's Helm install (CreateNamespace), it creates
-// b.Namespace when the bundle does not declare it and it does not exist.
+// b.Namespace when the bundle does not declare it and it does not exist. Like Helm v4 when a
+// release moves from client-side to server-side apply, it first hands the fields "fleet" owns
+// through Updates (drift corrections) over to its apply ownership, so that a deploy after a drift
+// correction does not conflict with Fleet's own earlier writes.
 func (a *Applier) Apply(ctx context.Context, b *Bundle) error {
 	ts, err := a.targets(b)
 	if err != nil {
@@ -121,6 +131,9 @@ func (a *Applier) Apply(ctx context.Context, b *Bundle) error {
 	}
 	force := a.ForceConflicts
 	for _, t := range ts {
+		if err := a.upgradeClientSideOwnership(ctx, t); err != nil {
+			return err
+		}
 		data, err := json.Marshal(t.obj)
 		if err != nil {
 			return fmt.Errorf("encoding %s: %w", refOf(t.obj), err)
@@ -130,6 +143,33 @@ func (a *Applier) Apply(ctx context.Context, b *Bundle) error {
 		if err != nil {
 			return fmt.Errorf("applying %s: %w", refOf(t.obj), err)
 		}
+	}
+	return nil
+}
+
+// upgradeClientSideOwnership is Helm's ClientUpdateOptionUpgradeClientSideFieldManager: merge the
+// "fleet" Update entry of managedFields into the "fleet" Apply entry.
+func (a *Applier) upgradeClientSideOwnership(ctx context.Context, t target) error {
+	res := t.resource(a.client)
+	// The patch pins the resourceVersion it was computed from; a controller writing in between
+	// makes it conflict, and it is computed again.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		live, err := res.Get(ctx, t.obj.GetName(), metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		patch, err := csaupgrade.UpgradeManagedFieldsPatch(live, sets.New(FieldManager), FieldManager)
+		if err != nil || patch == nil {
+			return err
+		}
+		_, err = res.Patch(ctx, t.obj.GetName(), types.JSONPatchType, patch, metav1.PatchOptions{})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("moving the field ownership of %s to server-side apply: %w", refOf(t.obj), err)
 	}
 	return nil
 }
@@ -153,11 +193,12 @@ func (a *Applier) ensureNamespace(ctx context.Context, b *Bundle, ts []target) e
 }
 
 // CorrectDrift restores b as Fleet's drift correction does: a Helm rollback to the current
-// release with server-side apply off. Missing objects are created; for kinds of the Kubernetes
-// scheme, the declared fields that differ are patched back with a strategic merge patch (an
-// Update by field manager "fleet"); nothing is sent when nothing differs, and custom resources
-// are left as they are (Helm's two-way merge of a release with itself is empty). See the package
-// documentation for why this, and not a PUT, is the emulation.
+// release with server-side apply off. Missing objects are created. By default the declared fields
+// that drifted are patched back with a strategic merge patch, for kinds of the Kubernetes scheme
+// only (custom resources are left alone: Helm's two-way merge of a release with itself is empty),
+// and nothing is sent when nothing differs. With ForceDriftCorrection every object is replaced by
+// its manifest instead, dropping whatever the manifest does not set. Writes are Updates by field
+// manager "fleet". See the package documentation for the sources.
 func (a *Applier) CorrectDrift(ctx context.Context, b *Bundle) error {
 	ts, err := a.targets(b)
 	if err != nil {
@@ -175,6 +216,12 @@ func (a *Applier) CorrectDrift(ctx context.Context, b *Bundle) error {
 		if err != nil {
 			return fmt.Errorf("reading %s: %w", refOf(t.obj), err)
 		}
+		if a.ForceDriftCorrection {
+			if err := replace(ctx, res, t.obj, live.GetResourceVersion()); err != nil {
+				return err
+			}
+			continue
+		}
 		d, err := diff(t.obj, live)
 		if err != nil {
 			return err
@@ -185,6 +232,29 @@ func (a *Applier) CorrectDrift(ctx context.Context, b *Bundle) error {
 		if _, err := res.Patch(ctx, t.obj.GetName(), d.patchType, d.patch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil {
 			return fmt.Errorf("correcting %s: %w", refOf(t.obj), err)
 		}
+	}
+	return nil
+}
+
+// replace PUTs the manifest over the live object. Helm reads the resourceVersion just before, as
+// here; a conflict with a concurrent writer (a controller updating status) is retried with a fresh
+// one, where Helm would fail this round and Fleet try again at its next resync.
+func replace(ctx context.Context, res dynamic.ResourceInterface, obj *unstructured.Unstructured, resourceVersion string) error {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		put := obj.DeepCopy()
+		put.SetResourceVersion(resourceVersion)
+		_, err := res.Update(ctx, put, metav1.UpdateOptions{FieldManager: FieldManager})
+		if apierrors.IsConflict(err) {
+			live, getErr := res.Get(ctx, obj.GetName(), metav1.GetOptions{})
+			if getErr != nil {
+				return getErr
+			}
+			resourceVersion = live.GetResourceVersion()
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("replacing %s: %w", refOf(obj), err)
 	}
 	return nil
 }

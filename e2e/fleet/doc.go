@@ -16,17 +16,22 @@
 //     field manager given to it, which is "fleet" here, and does not force conflicts: Helm's
 //     Upgrade.ForceConflicts and Install.ForceConflicts default to false and Fleet leaves them alone.
 //     Applier.ForceConflicts exists for experiments; it is off by default for that reason.
-//   - Drift correction (CorrectDrift). Fleet calls Helm's rollback to the current release version,
-//     and rollback passes server-side apply off. Helm's client-side path then sends, for kinds Helm
-//     knows (the Kubernetes scheme), a strategic three-way merge patch of the release manifest
-//     against itself and the live object: exactly the declared fields that differ, as a PATCH that
-//     the API server records as an Update. For custom resources Helm falls back to a two-way JSON
-//     merge patch between the old and the new manifest, which are the same release here, so a
-//     rollback sends nothing for them: drift in a Canary or VirtualService stays. Missing objects are
-//     created. The applier does the same, as field manager "fleet". A PUT of the manifest with the
-//     live resourceVersion was rejected as the emulation: it would drop every field the server or
-//     another controller set (canarygate's annotations, defaults) and conflict on every concurrent
-//     write, which a real Fleet agent never does.
+//   - Drift correction (CorrectDrift). Fleet calls Helm's rollback to the current release version.
+//     Which write that makes depends on the release and on fleet.yaml's correctDrift.force:
+//     (a) without force, Helm v4 keeps the release's apply method ("auto"): for a release installed
+//     with server-side apply that is a server-side apply of the manifest, the same request as
+//     Apply, so scenarios use Apply for it; (b) without force, for a release installed client-side
+//     (Fleet with helm.takeOwnership, or releases from before Helm v4) it is Helm's client-side
+//     path: for kinds Helm knows (the Kubernetes scheme) a strategic three-way merge patch of the
+//     release manifest against itself and the live object, i.e. exactly the declared fields that
+//     differ, sent as a PATCH the API server records as an Update; for custom resources a two-way
+//     JSON merge patch between the old and the new manifest, which are the same release here, so
+//     nothing is sent and drift in a Canary or VirtualService stays; (c) with correctDrift.force,
+//     Helm turns server-side apply off and replaces every object with its manifest (a PUT carrying
+//     the live resourceVersion), which drops everything the manifest does not set, annotations
+//     other controllers added included. CorrectDrift does (b), or (c) when
+//     Applier.ForceDriftCorrection is set; missing objects are created in both. All writes use
+//     field manager "fleet".
 //   - Status (Check). Fleet lists, per kind of the bundle, the live objects carrying the bundle's
 //     hash label in the bundle's namespaces; declared objects not among them are "missing",
 //     listed objects not declared are orphaned ("extra"), unless labeled

@@ -55,9 +55,19 @@ func setup(t *testing.T) (context.Context, harness) {
 	return ctx, harness{applier: a, kube: cs, dyn: dyn}
 }
 
-// appBundle writes a small app (ConfigMap, Deployment, Service, Canary) for namespace ns; objects
-// carry no namespace, so the bundle's default namespace places them, as in Fleet.
+// appBundle loads appDir's bundle.
 func appBundle(t *testing.T, name, ns string) *fleet.Bundle {
+	t.Helper()
+	b, err := fleet.LoadDir(appDir(t, ns), name, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// appDir writes a small app (ConfigMap, Deployment, Service, Canary) with a fleet.yaml for
+// namespace ns; objects carry no namespace, so the default namespace places them, as in Fleet.
+func appDir(t *testing.T, ns string) string {
 	t.Helper()
 	dir := t.TempDir()
 	manifests := map[string]string{
@@ -108,11 +118,7 @@ spec:
 			t.Fatal(err)
 		}
 	}
-	b, err := fleet.LoadDir(dir, name, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return dir
 }
 
 var canaryGVR = schemaGVR("canarygate.io", "v1alpha1", "canaries")
@@ -438,4 +444,67 @@ func ptr[T any](v T) *T { return &v }
 
 func schemaGVR(group, version, resource string) schema.GroupVersionResource {
 	return schema.GroupVersionResource{Group: group, Version: version, Resource: resource}
+}
+
+func TestForcedDriftCorrectionReplacesObjects(t *testing.T) {
+	ctx, h := setup(t)
+	const ns = "fleet-replace"
+	b := appBundle(t, "replace", ns)
+	if err := h.applier.Apply(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	h.handEdit(ctx, t, ns, func(d *appsv1.Deployment) {
+		d.Spec.Template.Spec.Containers[0].Image = "hacked:1"
+		d.Labels["hand"] = "edited"
+	})
+	ann := []byte(`{"metadata":{"annotations":{"canarygate.io/desired-revision":"abc"}}}`)
+	if _, err := h.kube.AppsV1().Deployments(ns).Patch(ctx, "web", types.MergePatchType, ann, metav1.PatchOptions{FieldManager: "canarygate"}); err != nil {
+		t.Fatal(err)
+	}
+	patch := []byte(`{"spec":{"analysis":{"threshold":2}}}`)
+	if _, err := h.dyn.Resource(canaryGVR).Namespace(ns).Patch(ctx, "web", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	forcing := *h.applier
+	forcing.ForceDriftCorrection = true
+	if err := forcing.CorrectDrift(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	d := h.deployment(ctx, t, ns, "web")
+	if img := d.Spec.Template.Spec.Containers[0].Image; img != "ghcr.io/stefanprodan/podinfo:6.0.0" {
+		t.Errorf("image after a replace = %s", img)
+	}
+	if _, ok := d.Labels["hand"]; ok {
+		t.Errorf("a replace kept an undeclared label: %v", d.Labels)
+	}
+	if _, ok := d.Annotations["canarygate.io/desired-revision"]; ok {
+		t.Errorf("a replace kept another controller's annotation: %v", d.Annotations)
+	}
+	if d.Labels[fleet.LabelHash] != b.Hash() || !contains(managers(d), "fleet/Update") {
+		t.Errorf("replaced Deployment: labels %v, managers %v", d.Labels, managers(d))
+	}
+	r, err := h.applier.Check(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Clean() {
+		t.Errorf("check after a replace (the Canary included):\n%s", r)
+	}
+
+	// The next commit deploys without conflicting with the drift correction's writes.
+	next, err := b.WithImage("web", "web", "ghcr.io/stefanprodan/podinfo:6.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.applier.Apply(ctx, next); err != nil {
+		t.Fatalf("deploy after a drift correction: %v", err)
+	}
+	d = h.deployment(ctx, t, ns, "web")
+	if img := d.Spec.Template.Spec.Containers[0].Image; img != "ghcr.io/stefanprodan/podinfo:6.0.1" {
+		t.Errorf("image after the next deploy = %s", img)
+	}
+	if m := managers(d); contains(m, "fleet/Update") {
+		t.Errorf("fleet's Update ownership was not handed to its Apply: %v", m)
+	}
 }
