@@ -205,19 +205,36 @@ func (r request) review(t testing.TB) []byte {
 			Namespace:   ns,
 			Operation:   r.op,
 			UserInfo:    authenticationv1.UserInfo{Username: user, Groups: append([]string{"system:authenticated"}, r.groups...)},
-			Object:      runtime.RawExtension{Raw: encode(t, r.obj)},
-			OldObject:   runtime.RawExtension{Raw: encode(t, r.old)},
+			Object:      placeholder(encode(t, r.obj), objPlaceholder),
+			OldObject:   placeholder(encode(t, r.old), oldPlaceholder),
 			DryRun:      &dryRun,
 			Options:     runtime.RawExtension{Raw: []byte(opts)},
 		},
 	}
-	return encode(t, ar)
+	// The objects are spliced in verbatim, so that fuzzed bytes reach the webhook as they are,
+	// even when they make the review malformed.
+	body := encode(t, ar)
+	body = bytes.Replace(body, []byte(objPlaceholder), encode(t, r.obj), 1)
+	return bytes.Replace(body, []byte(oldPlaceholder), encode(t, r.old), 1)
+}
+
+const (
+	objPlaceholder = `"\u0000object"`
+	oldPlaceholder = `"\u0000oldObject"`
+)
+
+func placeholder(raw []byte, p string) runtime.RawExtension {
+	if len(raw) == 0 {
+		return runtime.RawExtension{}
+	}
+	return runtime.RawExtension{Raw: []byte(p)}
 }
 
 // serve posts an AdmissionReview body through controller-runtime's webhook, as the API server does.
 func serve(t testing.TB, h admission.HandlerFunc, body []byte) admissionv1.AdmissionResponse {
 	t.Helper()
-	wh := &admission.Webhook{Handler: h}
+	// Panics must fail the test, not become 500 answers.
+	wh := (&admission.Webhook{Handler: h}).WithRecoverPanic(false)
 	rec := httptest.NewRecorder()
 	httpReq := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
 	httpReq.Header.Set("Content-Type", "application/json")
@@ -235,25 +252,32 @@ func serve(t testing.TB, h admission.HandlerFunc, body []byte) admissionv1.Admis
 	return *out.Response
 }
 
-// applyPatch applies a response's patch to the admitted object and decodes the result, as the API
-// server would store it.
+// patchRaw applies a response's patch to the admitted object's JSON as the API server does,
+// failing the test on a patch that does not apply.
+func patchRaw(t testing.TB, obj []byte, resp admissionv1.AdmissionResponse) []byte {
+	t.Helper()
+	if len(resp.Patch) == 0 {
+		return obj
+	}
+	if resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch {
+		t.Fatalf("patch without JSONPatch type")
+	}
+	p, err := jsonpatch.DecodePatch(resp.Patch)
+	if err != nil {
+		t.Fatalf("invalid patch %s: %v", resp.Patch, err)
+	}
+	out, err := p.Apply(obj)
+	if err != nil {
+		t.Fatalf("applying patch %s: %v", resp.Patch, err)
+	}
+	return out
+}
+
+// applyPatch is patchRaw decoded into the Deployment the API server would store.
 func applyPatch(t testing.TB, obj []byte, resp admissionv1.AdmissionResponse) *appsv1.Deployment {
 	t.Helper()
-	out := obj
-	if len(resp.Patch) > 0 {
-		if resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch {
-			t.Fatalf("patch without JSONPatch type")
-		}
-		p, err := jsonpatch.DecodePatch(resp.Patch)
-		if err != nil {
-			t.Fatalf("invalid patch %s: %v", resp.Patch, err)
-		}
-		if out, err = p.Apply(obj); err != nil {
-			t.Fatalf("applying patch %s: %v", resp.Patch, err)
-		}
-	}
 	var d appsv1.Deployment
-	if err := json.Unmarshal(out, &d); err != nil {
+	if err := json.Unmarshal(patchRaw(t, obj, resp), &d); err != nil {
 		t.Fatalf("patched object does not decode: %v", err)
 	}
 	return &d

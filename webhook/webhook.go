@@ -26,10 +26,12 @@ const (
 )
 
 // The webhook configurations, generated into manifests/webhook by `make manifests`. The
-// namespaceSelector (only namespaces labeled canarygate.io/canary=enabled) is added by kustomize.
+// namespaceSelector (only namespaces labeled canarygate.io/canary=enabled) is added by kustomize;
+// /validate-generated is only sent objects labeled canarygate.io/generated-for (the API server
+// matches the objectSelector against the old and the new object).
 // +kubebuilder:webhook:path=/mutate-deployments,mutating=true,failurePolicy=fail,sideEffects=None,groups=apps,resources=deployments,verbs=create;update,versions=v1,name=mdeployments.canarygate.io,admissionReviewVersions=v1,timeoutSeconds=5,reinvocationPolicy=IfNeeded
 // +kubebuilder:webhook:path=/validate-deployments,mutating=false,failurePolicy=fail,sideEffects=None,groups=apps,resources=deployments,verbs=create;update,versions=v1,name=vdeployments.canarygate.io,admissionReviewVersions=v1,timeoutSeconds=5
-// +kubebuilder:webhook:path=/validate-generated,mutating=false,failurePolicy=fail,sideEffects=None,groups=apps;"";networking.istio.io,resources=deployments;services;virtualservices,verbs=create;update;delete,versions=v1;v1beta1;v1alpha3,name=vgenerated.canarygate.io,admissionReviewVersions=v1,timeoutSeconds=5
+// +kubebuilder:webhook:path=/validate-generated,mutating=false,failurePolicy=fail,sideEffects=None,groups=apps;core;networking.istio.io,resources=deployments;services;virtualservices,verbs=create;update;delete,versions=v1;v1beta1;v1alpha3,name=vgenerated.canarygate.io,admissionReviewVersions=v1,timeoutSeconds=5,patch=`{"objectSelector":{"matchExpressions":[{"key":"canarygate.io/generated-for","operator":"Exists"}]}}`
 // +kubebuilder:webhook:path=/validate-canarygate,mutating=false,failurePolicy=fail,sideEffects=None,groups=canarygate.io,resources=canaries;canarypolicies,verbs=create;update,versions=v1alpha1,name=vcanarygate.canarygate.io,admissionReviewVersions=v1,timeoutSeconds=5
 
 // What the handlers read from the manager's cache.
