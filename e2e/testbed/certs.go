@@ -17,6 +17,9 @@ import (
 	"time"
 )
 
+// frontProxyClientName is the only front-proxy client kube-apiserver accepts.
+const frontProxyClientName = "front-proxy-client"
+
 // certLifetime outlives any test run or a developer's long-lived `testbed up`.
 const certLifetime = 365 * 24 * time.Hour
 
@@ -40,6 +43,9 @@ type pki struct {
 	CAFile, CAKeyFile               string
 	ServingCertFile, ServingKeyFile string
 	SAKeyFile, SAPubFile            string
+	// The front proxy (aggregation layer) identity; configuring it also gives kube-controller-manager and
+	// kube-scheduler the request-header CA they otherwise complain about in their logs forever.
+	FrontProxyCAFile, FrontProxyCertFile, FrontProxyKeyFile string
 }
 
 func newPKI(dir string) (*pki, error) {
@@ -83,6 +89,24 @@ func newPKI(dir string) (*pki, error) {
 		return nil, err
 	}
 
+	frontCA, err := newCert(nil, x509.Certificate{
+		Subject:               pkix.Name{CommonName: "canarygate-testbed-front-proxy-ca"},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	})
+	if err != nil {
+		return nil, err
+	}
+	frontClient, err := newCert(frontCA, x509.Certificate{
+		Subject:     pkix.Name{CommonName: frontProxyClientName},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return nil, err
+	}
+
 	// Service-account tokens are signed with RSA, the one algorithm every verifier accepts.
 	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -99,13 +123,19 @@ func newPKI(dir string) (*pki, error) {
 	p.ServingKeyFile = filepath.Join(dir, "apiserver.key")
 	p.SAKeyFile = filepath.Join(dir, "sa.key")
 	p.SAPubFile = filepath.Join(dir, "sa.pub")
+	p.FrontProxyCAFile = filepath.Join(dir, "front-proxy-ca.crt")
+	p.FrontProxyCertFile = filepath.Join(dir, "front-proxy-client.crt")
+	p.FrontProxyKeyFile = filepath.Join(dir, "front-proxy-client.key")
 	files := map[string][]byte{
-		p.CAFile:          ca.CertPEM,
-		p.CAKeyFile:       ca.KeyPEM,
-		p.ServingCertFile: serving.CertPEM,
-		p.ServingKeyFile:  serving.KeyPEM,
-		p.SAKeyFile:       pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(saKey)}),
-		p.SAPubFile:       pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPub}),
+		p.FrontProxyCAFile:   frontCA.CertPEM,
+		p.FrontProxyCertFile: frontClient.CertPEM,
+		p.FrontProxyKeyFile:  frontClient.KeyPEM,
+		p.CAFile:             ca.CertPEM,
+		p.CAKeyFile:          ca.KeyPEM,
+		p.ServingCertFile:    serving.CertPEM,
+		p.ServingKeyFile:     serving.KeyPEM,
+		p.SAKeyFile:          pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(saKey)}),
+		p.SAPubFile:          pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPub}),
 	}
 	for path, data := range files {
 		if err := os.WriteFile(path, data, 0o600); err != nil {

@@ -21,6 +21,7 @@ type prometheus struct {
 	targetsDir string
 	url        string
 	args       []string
+	attached   bool // run by another process (Attach): never started or stopped here
 }
 
 // promConfig scrapes every second so tests see new samples quickly; targets come from file_sd files that
@@ -145,6 +146,10 @@ func (e *Env) editTargets(job, hostPort string, edit func([]string) []string) er
 // Prometheus is a no-op.
 func (e *Env) StopPrometheus() error {
 	e.mu.Lock()
+	if e.prom != nil && e.prom.attached {
+		e.mu.Unlock()
+		return errAttached
+	}
 	proc := e.promProc
 	e.promProc = nil
 	prom := e.prom
@@ -162,6 +167,10 @@ func (e *Env) StopPrometheus() error {
 // targets, and waits until it is ready. Starting a running Prometheus is a no-op.
 func (e *Env) StartPrometheus() error {
 	e.mu.Lock()
+	if e.prom != nil && e.prom.attached {
+		e.mu.Unlock()
+		return errAttached
+	}
 	if e.prom == nil {
 		e.mu.Unlock()
 		return errors.New("test bed runs without Prometheus")

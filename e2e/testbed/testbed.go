@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -96,11 +97,15 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 // left behind; nothing else in it is touched.
 func (e *Env) prepareDir(repo string) error {
 	if e.opts.Dir == "" {
-		dir, err := os.MkdirTemp("", "canarygate-testbed-")
+		removeAbandonedTempDirs()
+		dir, err := os.MkdirTemp("", tempDirPrefix)
 		if err != nil {
 			return err
 		}
 		e.Dir, e.tempDir = dir, true
+		if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+			return err
+		}
 	} else {
 		dir, err := filepath.Abs(e.opts.Dir)
 		if err != nil {
@@ -182,6 +187,12 @@ func (e *Env) start(ctx context.Context, repo string, bins *binaries) error {
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port="+strconv.Itoa(apiPort),
 		"--tls-cert-file="+pki.ServingCertFile, "--tls-private-key-file="+pki.ServingKeyFile,
 		"--client-ca-file="+pki.CAFile,
+		"--requestheader-client-ca-file="+pki.FrontProxyCAFile,
+		"--requestheader-allowed-names="+frontProxyClientName,
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file="+pki.FrontProxyCertFile, "--proxy-client-key-file="+pki.FrontProxyKeyFile,
 		"--service-account-key-file="+pki.SAPubFile,
 		"--service-account-signing-key-file="+pki.SAKeyFile,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -258,29 +269,39 @@ func (e *Env) start(ctx context.Context, repo string, bins *binaries) error {
 
 	repoCRDs := filepath.Join(repo, "manifests", "crd", "bases")
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
+	began := time.Now()
+	step := func(what string, f func() error) {
+		g.Go(func() error {
+			if err := f(); err != nil {
+				return err
+			}
+			e.logf("%s (%s)", what, time.Since(began).Round(time.Millisecond))
+			return nil
+		})
+	}
+	step("kube-controller-manager healthy", func() error {
 		return waitUntil(gctx, kcm, "kube-controller-manager healthy", func(ctx context.Context) error {
 			return httpOK(ctx, insecureLoopbackClient, "https://127.0.0.1:"+strconv.Itoa(kcmPort)+"/healthz")
 		})
 	})
-	g.Go(func() error {
+	step("kube-scheduler healthy", func() error {
 		return waitUntil(gctx, sched, "kube-scheduler healthy", func(ctx context.Context) error {
 			return httpOK(ctx, insecureLoopbackClient, "https://127.0.0.1:"+strconv.Itoa(schedPort)+"/healthz")
 		})
 	})
-	g.Go(func() error {
-		// The service-account controllers in kube-controller-manager create this; pods need it.
+	step("default ServiceAccount created", func() error {
+		// The service-account controllers in kube-controller-manager create it; pods need it.
 		return waitUntil(gctx, kcm, "default ServiceAccount created", func(ctx context.Context) error {
 			_, err := cs.CoreV1().ServiceAccounts("default").Get(ctx, "default", getOpts)
 			return err
 		})
 	})
-	g.Go(func() error {
+	step("kwok node Ready and untainted", func() error {
 		name, err := createNode(gctx, cs, kwok)
 		e.NodeName = name
 		return err
 	})
-	g.Go(func() error {
+	step("CRDs Established", func() error {
 		files, err := crdFiles(gctx, repo, repoCRDs)
 		if err != nil {
 			return err
@@ -288,7 +309,7 @@ func (e *Env) start(ctx context.Context, repo string, bins *binaries) error {
 		return installCRDs(gctx, e.Config, apiserver, files)
 	})
 	if e.prom != nil {
-		g.Go(func() error {
+		step("Prometheus ready", func() error {
 			return e.prom.waitReady(gctx, e.promProc)
 		})
 	}
@@ -364,6 +385,32 @@ func (e *Env) stopAll(procs []*process) []error {
 	}
 	wg.Wait()
 	return errs
+}
+
+const (
+	tempDirPrefix = "canarygate-testbed-"
+	// ownerFile in a temporary directory holds the pid of the process that created it.
+	ownerFile = "owner.pid"
+)
+
+// removeAbandonedTempDirs deletes temporary test-bed directories whose creator is gone: a test binary
+// killed by -timeout or SIGKILL cannot run Stop (its processes die with it, its directory stays).
+// Directories of live processes, or without an owner file, are left alone.
+func removeAbandonedTempDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), tempDirPrefix+"*"))
+	for _, dir := range dirs {
+		data, err := os.ReadFile(filepath.Join(dir, ownerFile))
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			_ = os.RemoveAll(dir)
+		}
+	}
 }
 
 // dataNames are the entries Start creates in its directory.
