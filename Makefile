@@ -57,3 +57,10 @@ testbed-up: bins build
 
 testbed-down:
 	@go run ./e2e/cmd/testbed down --dir $(TESTBED_DIR)
+
+# The container image (Dockerfile: static binary on distroless, non-root). Needs docker or podman
+# with BuildKit; set IMG to the image to build, then use it from a kustomize overlay (README, Install).
+IMG ?= canarygate:latest
+CONTAINER_TOOL ?= docker
+docker-build:
+	$(CONTAINER_TOOL) build -t $(IMG) .
