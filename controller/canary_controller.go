@@ -122,8 +122,11 @@ func (r *canaryReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	}
 	for _, a := range d.Actions {
 		if err := r.execute(ctx, &c, a, x); err != nil {
-			r.recorder.Eventf(&c, nil, corev1.EventTypeWarning, "ActionFailed", "Reconcile", "%s: %v", a.Kind, err)
-			return r.retry(ctx, fmt.Errorf("%s: %w", a.Kind, err))
+			err = fmt.Errorf("%s: %w", a.Kind, err)
+			if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
+				r.recorder.Eventf(&c, nil, corev1.EventTypeWarning, "ActionFailed", "Reconcile", "%v", err)
+			}
+			return r.retry(ctx, err)
 		}
 	}
 	r.emit(ctx, &c, x, d.Events)
@@ -157,10 +160,10 @@ func (r *canaryReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	return reconcile.Result{RequeueAfter: d.RequeueAfter}, nil
 }
 
-// retry turns a conflict (the cache was behind) into a quiet short requeue; other errors go to the
-// rate-limited queue.
+// retry turns a conflict or an already-existing object (the cache was behind) into a quiet short
+// requeue; other errors go to the rate-limited queue.
 func (r *canaryReconciler) retry(ctx context.Context, err error) (reconcile.Result, error) {
-	if apierrors.IsConflict(err) {
+	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
 		log.FromContext(ctx).V(1).Info("conflict; retrying with fresher objects", "error", err.Error())
 		return reconcile.Result{RequeueAfter: time.Second}, nil
 	}
@@ -306,9 +309,9 @@ func (r *canaryReconciler) evaluate(ctx context.Context, c *v1alpha1.Canary, in 
 			if err != nil {
 				return canary.RoundResult{Outcome: canary.OutcomeFail, Message: err.Error()}
 			}
+			// A metric without an interval queries over analysis.DefaultMetricInterval, as in Flagger.
 			vars := analysis.Vars{
-				Namespace: c.Namespace, Name: c.Name, Target: x.route.CanaryService,
-				Service: x.route.StableService, Interval: x.settings.Analysis.Interval,
+				Namespace: c.Namespace, Name: c.Name, Target: x.route.CanaryService, Service: x.route.StableService,
 			}
 			results = analysis.RunMetrics(ctx, p, metrics, vars, x.settings.Analysis.NoData).Results
 		}

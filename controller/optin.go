@@ -141,6 +141,9 @@ func (r *autoCanaryReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	if err := r.client.Get(ctx, types.NamespacedName{Name: d.Namespace}, &ns); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
+	if !ns.DeletionTimestamp.IsZero() {
+		return reconcile.Result{}, nil
+	}
 	eff, err := r.effective(ctx, &ns)
 	if err != nil {
 		log.FromContext(ctx).Error(err, "resolving CanaryPolicies")

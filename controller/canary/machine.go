@@ -303,7 +303,10 @@ func (m *machine) idle() {
 		return
 	}
 	if p == m.st.FailedRevision {
-		m.st.Message = fmt.Sprintf("revision %s failed its analysis; it is held until a newer revision or a retry action", p)
+		// A Failed Canary keeps the rollback's reason as its message.
+		if m.st.Phase != v1alpha1.PhaseFailed {
+			m.st.Message = fmt.Sprintf("revision %s failed its analysis; it is held until a newer revision or a retry action", p)
+		}
 		return
 	}
 	if m.in.PendingError != "" || m.in.Blocked != "" {

@@ -144,8 +144,17 @@ func TestDecide(t *testing.T) {
 				in.Pending = "p1"
 				in.Status.Phase = v1alpha1.PhaseFailed
 				in.Status.FailedRevision = "p1"
+				in.Status.Message = "revision p1 rolled back: 2 failed checks"
 			}),
-			want: want{phase: v1alpha1.PhaseFailed, failedRev: "p1", message: "held"},
+			want: want{phase: v1alpha1.PhaseFailed, failedRev: "p1", message: "rolled back: 2 failed checks"},
+		},
+		{
+			name: "failed revision held after a restart from another phase",
+			in: with(base(), func(in *Input) {
+				in.Pending = "p1"
+				in.Status.FailedRevision = "p1"
+			}),
+			want: want{phase: v1alpha1.PhaseInitialized, failedRev: "p1", message: "held"},
 		},
 		{
 			name: "unsafe labels: not started, Ready=False",
