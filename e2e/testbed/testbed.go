@@ -39,7 +39,7 @@ type Options struct {
 type Env struct {
 	Dir           string
 	Kubeconfig    string       // admin kubeconfig file (client certificate in system:masters)
-	Config        *rest.Config // admin
+	Config        *rest.Config // admin; QPS 100, burst 200 (tests create objects in bulk)
 	APIServerURL  string       // https://127.0.0.1:PORT
 	PrometheusURL string       // http://127.0.0.1:PORT, "" with NoPrometheus
 	NodeName      string       // the kwok node pods are scheduled to
