@@ -47,6 +47,9 @@ type canaryReconciler struct {
 	opts      Options
 	recorder  recorder.EventRecorder
 	providers *providerCache
+	// superseded holds, per Canary, the resourceVersion that this controller's last write replaced.
+	// A cached Canary still at that version is stale: deciding on it would repeat the last step.
+	superseded sync.Map // types.NamespacedName → string
 }
 
 func (r *canaryReconciler) setup(mgr ctrl.Manager) error {
@@ -95,8 +98,15 @@ func (r *canaryReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	if err := r.client.Get(ctx, req.NamespacedName, &c); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetCanary(req.Namespace, req.Name)
+			r.superseded.Delete(req.NamespacedName)
 		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if rv, ok := r.superseded.Load(req.NamespacedName); ok {
+		if rv == c.ResourceVersion {
+			return reconcile.Result{RequeueAfter: immediately}, nil
+		}
+		r.superseded.Delete(req.NamespacedName)
 	}
 	x := r.routeOf(&c)
 	if !c.DeletionTimestamp.IsZero() {
@@ -134,9 +144,11 @@ func (r *canaryReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	before := c.Status.Phase
 	if !equality.Semantic.DeepEqual(c.Status, d.Status) {
 		c.Status = d.Status
+		rv := c.ResourceVersion
 		if err := r.client.Status().Update(ctx, &c); err != nil {
 			return r.retry(ctx, fmt.Errorf("writing status: %w", err))
 		}
+		r.superseded.Store(req.NamespacedName, rv)
 		if before != c.Status.Phase {
 			logger.Info("phase changed", "from", before, "to", c.Status.Phase, "revision", c.Status.CanaryRevision, "message", c.Status.Message)
 			countFinished(before, c.Status.Phase)
@@ -480,6 +492,7 @@ func (r *canaryReconciler) patchMeta(ctx context.Context, c *v1alpha1.Canary, fi
 	if err := r.client.Patch(ctx, c, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("patching Canary metadata: %w", err)
 	}
+	r.superseded.Store(client.ObjectKeyFromObject(c), orig.ResourceVersion)
 	return nil
 }
 

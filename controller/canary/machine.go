@@ -391,11 +391,9 @@ func (m *machine) progressing() {
 			m.rollback("the canary Deployment did not become available within its progress deadline: " + c.Message)
 			return
 		}
-		msg := "waiting for the canary Deployment to become available"
-		if c.Message != "" {
-			msg += ": " + c.Message
-		}
-		m.st.Message = msg
+		// The message leaves out the replica counts: they change often and each change would be a
+		// status write.
+		m.st.Message = "waiting for the canary Deployment to become available"
 		// The canary Deployment's watch wakes the Canary earlier when it becomes ready.
 		m.requeueAfter(m.in.Settings.Interval)
 		return
@@ -487,7 +485,7 @@ func (m *machine) nextWeight() int {
 }
 
 func (m *machine) toPromoting(why string) {
-	m.setPhase(v1alpha1.PhasePromoting, fmt.Sprintf("promoting revision %s: %s", m.st.CanaryRevision, why))
+	m.setPhase(v1alpha1.PhasePromoting, fmt.Sprintf("promoting revision %s (%s); waiting for the Deployment to roll it out", m.st.CanaryRevision, why))
 	m.event(false, "Promoting", fmt.Sprintf("promoting revision %s: %s", m.st.CanaryRevision, why), true)
 	m.promoting()
 }
@@ -496,7 +494,7 @@ func (m *machine) promoting() {
 	rev := m.st.CanaryRevision
 	if m.in.StableRevision == rev {
 		if !m.in.TargetRolledOut {
-			m.st.Message = fmt.Sprintf("waiting for the Deployment to roll out revision %s", rev)
+			// The message stays the one set on entering Promoting: one status write fewer.
 			// The Deployment's watch wakes the Canary when its rollout completes.
 			m.requeueAfter(m.in.Settings.Interval)
 			return

@@ -236,7 +236,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "canary not ready: wait, no round",
 			in:   with(flight(0, 6*time.Second), func(in *Input) { in.Canary.Ready = false; in.Canary.Message = "0 of 1 available" }),
-			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", actions: "EnsureCanary p1", requeueAfter: 5 * time.Second, message: "0 of 1 available"},
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", actions: "EnsureCanary p1", requeueAfter: 5 * time.Second, message: "waiting for the canary Deployment"},
 		},
 		{
 			name: "canary cache still shows the previous revision: not ready",
@@ -403,7 +403,7 @@ func TestDecide(t *testing.T) {
 				in.Status.Phase = v1alpha1.PhasePromoting
 				in.StableRevision, in.Pending = "p1", ""
 			}),
-			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 50, iterations: 5, requeueAfter: 5 * time.Second, message: "roll out"},
+			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 50, iterations: 5, requeueAfter: 5 * time.Second},
 		},
 		{
 			name: "Promoting: rolled out, Finalising next",

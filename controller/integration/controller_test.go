@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -102,17 +103,21 @@ func startManager(t *testing.T) (stop func()) {
 	}
 }
 
-// writes counts the controllers' mutating API requests per namespace.
-var writes sync.Map // namespace → *atomic.Int64
+// writes records the controllers' mutating API requests per namespace ("METHOD resource").
+var (
+	writesMu sync.Mutex
+	writes   = map[string][]string{}
+)
 
 type countingTransport struct{ next http.RoundTripper }
 
 func (c countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Method != http.MethodGet {
 		if _, rest, ok := strings.Cut(req.URL.Path, "/namespaces/"); ok {
-			ns, _, _ := strings.Cut(rest, "/")
-			n, _ := writes.LoadOrStore(ns, new(atomic.Int64))
-			n.(*atomic.Int64).Add(1)
+			ns, resource, _ := strings.Cut(rest, "/")
+			writesMu.Lock()
+			writes[ns] = append(writes[ns], req.Method+" "+resource)
+			writesMu.Unlock()
 		}
 	}
 	return c.next.RoundTrip(req)
@@ -120,11 +125,10 @@ func (c countingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 
 func countWrites(rt http.RoundTripper) http.RoundTripper { return countingTransport{rt} }
 
-func writesIn(ns string) int64 {
-	if n, ok := writes.Load(ns); ok {
-		return n.(*atomic.Int64).Load()
-	}
-	return 0
+func writesIn(ns string) []string {
+	writesMu.Lock()
+	defer writesMu.Unlock()
+	return slices.Clone(writes[ns])
 }
 
 var (
@@ -542,7 +546,8 @@ func TestHappyPath(t *testing.T) {
 	f.assertCleanedUp()
 	// Every write the controllers made for this release, Events included (the test's own writes
 	// use another client). Reads come from the watch caches.
-	t.Logf("controller writes in the namespace for one release (3 steps): %d", writesIn(f.ns))
+	w := writesIn(f.ns)
+	t.Logf("controller writes in the namespace for one release (3 steps): %d\n%s", len(w), strings.Join(w, "\n"))
 }
 
 func findCondition(st v1alpha1.CanaryStatus, typ string) *metav1.Condition {
@@ -685,4 +690,88 @@ func TestGitRevertMidFlight(t *testing.T) {
 		t.Error("the Deployment's template changed")
 	}
 	f.assertCleanedUp()
+}
+
+// TestOptInBookkeeping: the namespace label follows the annotation and the CanaryPolicies, never in
+// an excluded namespace; opted-out Deployments get no Canary.
+func TestOptInBookkeeping(t *testing.T) {
+	t.Parallel()
+	sharedManager(t)
+	c, err := testbed.Shared().Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	f := &fixture{t: t, c: c}
+	suffix := fmt.Sprintf("%d-%d", time.Now().Unix()%100000, nsCounter.Add(1))
+	labeled := func(name string) func() (bool, string) {
+		return func() (bool, string) {
+			var ns corev1.Namespace
+			err := c.Get(ctx, types.NamespacedName{Name: name}, &ns)
+			return err == nil && ns.Labels[v1alpha1.OptInKey] == v1alpha1.OptInEnabled, fmt.Sprint(err, ns.Labels)
+		}
+	}
+	unlabeled := func(name string) func() (bool, string) {
+		return func() (bool, string) { ok, s := labeled(name)(); return !ok, s }
+	}
+
+	annotated := "optin-a-" + suffix
+	f.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: annotated, Annotations: map[string]string{v1alpha1.OptInKey: v1alpha1.OptInEnabled}}})
+	f.eventually("the opted-in namespace is labeled", labeled(annotated))
+
+	f.ns = annotated
+	f.create(&appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "optout", Namespace: annotated, Annotations: map[string]string{v1alpha1.OptInKey: v1alpha1.OptOutDisabled}},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "optout"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "optout"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "example.com/x:1"}}},
+			},
+		},
+	})
+
+	err = retryConflict(func() error {
+		var ns corev1.Namespace
+		if err := c.Get(ctx, types.NamespacedName{Name: annotated}, &ns); err != nil {
+			return err
+		}
+		delete(ns.Annotations, v1alpha1.OptInKey)
+		return c.Update(ctx, &ns)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("the label goes with the annotation", unlabeled(annotated))
+
+	selected := "optin-p-" + suffix
+	f.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: selected, Labels: map[string]string{"team": suffix}}})
+	f.create(&v1alpha1.CanaryPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "team-" + suffix},
+		Spec:       v1alpha1.CanaryPolicySpec{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": suffix}}},
+	})
+	f.eventually("a namespace selected by a CanaryPolicy is labeled", labeled(selected))
+	if err := c.Delete(ctx, &v1alpha1.CanaryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "team-" + suffix}}); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("the label goes with the policy", unlabeled(selected))
+
+	// canarygate's own namespace is never managed.
+	own := options().OwnNamespace
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: own, Annotations: map[string]string{v1alpha1.OptInKey: v1alpha1.OptInEnabled}}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	if ok, labels := labeled(own)(); ok {
+		t.Errorf("excluded namespace %s was labeled: %s", own, labels)
+	}
+	var canaries v1alpha1.CanaryList
+	if err := c.List(ctx, &canaries, client.InNamespace(annotated)); err != nil || len(canaries.Items) != 0 {
+		t.Errorf("an opted-out Deployment got a Canary: %v %v", err, canaries.Items)
+	}
+	t.Cleanup(func() {
+		for _, n := range []string{annotated, selected} {
+			_ = c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}})
+		}
+	})
 }
