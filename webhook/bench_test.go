@@ -38,8 +38,25 @@ func benchHandler(b *testing.B, handler admission.HandlerFunc, req admission.Req
 	}
 }
 
-// A new Git revision arrives: both templates hashed, the template patched back, the pending
-// revision recorded.
+// A new Git revision arrives, seen for the first time (the memo emptied every round): both
+// templates decoded and hashed, the template patched back, the pending revision recorded.
+func BenchmarkMutateDivertCold(b *testing.B) {
+	stable := fleetDeployment(b)
+	h := newTestHandlers(newFakeLookup())
+	req := benchRequest(b, request{op: admissionv1.Update, fieldManager: fleetManager, old: stable, obj: withImage(stable, newImage)})
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(req.Object.Raw)))
+	for b.Loop() {
+		h.memo = newMemo()
+		if resp := h.mutateDeployment(ctx, req); len(resp.Patches) == 0 {
+			b.Fatal("not diverted")
+		}
+	}
+}
+
+// The same request again (the API server retrying, a reinvocation): the revisions and the template
+// patch come from the memo.
 func BenchmarkMutateDivert(b *testing.B) {
 	stable := fleetDeployment(b)
 	h := newTestHandlers(newFakeLookup())
@@ -64,7 +81,24 @@ func BenchmarkMutateUnrelated(b *testing.B) {
 	benchHandler(b, h.mutateDeployment, req, false)
 }
 
-// The validator sees the diverted object: the new pending revision is verified.
+// The validator sees the diverted object: the new pending revision is verified (cold).
+func BenchmarkValidateDivertedCold(b *testing.B) {
+	stable := fleetDeployment(b)
+	stored := pending(b, stable, withImage(stable, newImage))
+	h := newTestHandlers(newFakeLookup())
+	req := benchRequest(b, request{op: admissionv1.Update, fieldManager: fleetManager, old: stable, obj: stored})
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(req.Object.Raw)))
+	for b.Loop() {
+		h.memo = newMemo()
+		if resp := h.validateDeployment(ctx, req); !resp.Allowed {
+			b.Fatal("refused")
+		}
+	}
+}
+
+// The validator sees the diverted object right after the mutator: its revision is in the memo.
 func BenchmarkValidateDiverted(b *testing.B) {
 	stable := fleetDeployment(b)
 	stored := pending(b, stable, withImage(stable, newImage))

@@ -55,7 +55,7 @@ func (h *handlers) divert(req admission.Request, old, obj *objectView) admission
 	if _, ok := obj.annotation(v1alpha1.BreakGlassAnnotation); ok {
 		return admission.Allowed("break-glass: the template change is not diverted")
 	}
-	same, _, newRev, err := sameTemplate(old.Spec.Template, obj.Spec.Template)
+	same, newRev, err := h.memo.sameTemplate(old.Spec.Template, obj.Spec.Template)
 	if err != nil {
 		return badRequest("%v", err)
 	}
@@ -63,11 +63,11 @@ func (h *handlers) divert(req admission.Request, old, obj *objectView) admission
 		if req.UserInfo.Username == h.serviceAccount && obj.Metadata.Annotations[v1alpha1.PromotedRevisionAnnotation] == newRev.hash {
 			return admission.Allowed("promotion of revision " + newRev.hash)
 		}
-		return divertPatch(old, obj, newRev)
+		return h.divertPatch(old, obj, newRev)
 	}
 	if pendingChanged(old, obj) {
 		// The request writes the pending revision itself: it must be one the controller can use.
-		if err := checkPending(obj); err != nil {
+		if err := h.checkPending(obj); err != nil {
 			return badRequest("%v", err)
 		}
 		return admission.Allowed("")
@@ -105,7 +105,7 @@ func pendingChanged(old, obj *objectView) bool {
 
 // checkPending verifies that the desired-* annotations are both absent, or a pod template and
 // its revision.
-func checkPending(v *objectView) error {
+func (h *handlers) checkPending(v *objectView) error {
 	rev, revOK := v.annotation(v1alpha1.DesiredRevisionAnnotation)
 	tmpl, tmplOK := v.annotation(v1alpha1.DesiredTemplateAnnotation)
 	switch {
@@ -115,11 +115,7 @@ func checkPending(v *objectView) error {
 		return fmt.Errorf("canarygate: %s and %s are set together or not at all",
 			v1alpha1.DesiredRevisionAnnotation, v1alpha1.DesiredTemplateAnnotation)
 	}
-	decoded, err := revision.Decode(tmpl)
-	if err != nil {
-		return fmt.Errorf("canarygate: annotation %s: %w", v1alpha1.DesiredTemplateAnnotation, err)
-	}
-	hash, err := revision.Hash(decoded)
+	hash, err := h.memo.desiredRevision(tmpl)
 	if err != nil {
 		return fmt.Errorf("canarygate: annotation %s: %w", v1alpha1.DesiredTemplateAnnotation, err)
 	}
@@ -132,14 +128,10 @@ func checkPending(v *objectView) error {
 
 // divertPatch puts the old (stable) template back and records the new one as the pending
 // revision. Only the template is diverted: every other change of the update stays.
-func divertPatch(old, obj *objectView, newRev *templateRevision) admission.Response {
-	// Diffing only the two templates keeps the patch minimal and avoids decoding the rest.
-	ops, err := jsonpatch.CreatePatch(obj.Spec.Template, old.Spec.Template)
+func (h *handlers) divertPatch(old, obj *objectView, newRev *templateRevision) admission.Response {
+	ops, err := h.memo.templatePatch(old.Spec.Template, obj.Spec.Template)
 	if err != nil {
 		return badRequest("canarygate: diffing pod templates: %v", err)
-	}
-	for i := range ops {
-		ops[i].Path = "/spec/template" + ops[i].Path
 	}
 	want := map[string]string{
 		v1alpha1.DesiredRevisionAnnotation: newRev.hash,

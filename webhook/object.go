@@ -3,29 +3,32 @@ package webhook
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 
+	"github.com/tidwall/gjson"
+	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/lru"
 	kjson "sigs.k8s.io/json"
 
 	"canarygate.io/canarygate/api/v1alpha1"
 	"canarygate.io/canarygate/revision"
 )
 
-// objectView is the part of an admitted object the handlers read. Decoding only this (the pod
-// template stays raw bytes) keeps a request to one pass over the object's JSON; the template is
-// decoded into its typed form only when its revision is needed.
+// objectView is the part of an admitted object the handlers read: its name, labels and
+// annotations, and its pod template as raw JSON. Only these are extracted; the rest of the object
+// (managedFields, status) is skipped without being decoded, and the template is decoded into its
+// typed form only when its revision is needed.
 type objectView struct {
 	Metadata struct {
-		Name              string            `json:"name"`
-		Namespace         string            `json:"namespace"`
-		Labels            map[string]string `json:"labels"`
-		Annotations       map[string]string `json:"annotations"`
-		DeletionTimestamp *json.RawMessage  `json:"deletionTimestamp"`
-	} `json:"metadata"`
+		Name        string
+		Labels      map[string]string
+		Annotations map[string]string
+	}
 	Spec struct {
-		Template json.RawMessage `json:"template"`
-	} `json:"spec"`
+		Template []byte
+	}
 }
 
 // decodeView parses an admitted object. what names it in errors ("object", "old object").
@@ -33,12 +36,58 @@ func decodeView(raw []byte, what string) (*objectView, error) {
 	if len(raw) == 0 {
 		return nil, fmt.Errorf("the request carries no %s", what)
 	}
+	if !gjson.ValidBytes(raw) {
+		return nil, fmt.Errorf("the request's %s is not valid JSON", what)
+	}
+	if first := bytes.TrimLeft(raw, " \t\r\n"); first[0] != '{' {
+		return nil, fmt.Errorf("the request's %s is not a JSON object", what)
+	}
 	var v objectView
-	// Case-sensitive, like the API server's own decoder: "Metadata" is not "metadata".
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &v); err != nil {
-		return nil, fmt.Errorf("the request's %s is not a valid Kubernetes object: %w", what, err)
+	// Keys are matched case-sensitively, like the API server's own decoder does. GetBytes copies
+	// only what it returns, not the object.
+	meta := gjson.GetBytes(raw, "metadata")
+	if meta.Exists() && meta.Type != gjson.Null {
+		if !meta.IsObject() {
+			return nil, fmt.Errorf("the request's %s has a metadata that is not an object", what)
+		}
+		name := meta.Get("name")
+		if name.Exists() && name.Type != gjson.String && name.Type != gjson.Null {
+			return nil, fmt.Errorf("the request's %s has a metadata.name that is not a string", what)
+		}
+		v.Metadata.Name = name.Str
+		var err error
+		if v.Metadata.Labels, err = stringMap(meta.Get("labels")); err != nil {
+			return nil, fmt.Errorf("the request's %s has invalid metadata.labels: %w", what, err)
+		}
+		if v.Metadata.Annotations, err = stringMap(meta.Get("annotations")); err != nil {
+			return nil, fmt.Errorf("the request's %s has invalid metadata.annotations: %w", what, err)
+		}
+	}
+	if tmpl := gjson.GetBytes(raw, "spec.template"); tmpl.Exists() {
+		v.Spec.Template = []byte(tmpl.Raw)
 	}
 	return &v, nil
+}
+
+// stringMap decodes a JSON object of strings; absent and null are a nil map.
+func stringMap(r gjson.Result) (map[string]string, error) {
+	if !r.Exists() || r.Type == gjson.Null {
+		return nil, nil
+	}
+	if !r.IsObject() {
+		return nil, errors.New("not an object")
+	}
+	m := map[string]string{}
+	var err error
+	r.ForEach(func(k, val gjson.Result) bool {
+		if val.Type != gjson.String {
+			err = fmt.Errorf("the value of %q is not a string", k.Str)
+			return false
+		}
+		m[k.Str] = val.Str
+		return true
+	})
+	return m, err
 }
 
 func (v *objectView) annotation(key string) (string, bool) {
@@ -64,7 +113,7 @@ type templateRevision struct {
 // revisionOf computes the revision of a Deployment's raw spec.template exactly as the controller
 // does on typed objects (revision.Hash): through the typed PodTemplateSpec, so that both sides
 // agree whatever field order or quantity spelling the JSON uses.
-func revisionOf(raw json.RawMessage, what string) (templateRevision, error) {
+func revisionOf(raw []byte, what string) (templateRevision, error) {
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return templateRevision{}, fmt.Errorf("the request's %s has no spec.template", what)
 	}
@@ -79,22 +128,91 @@ func revisionOf(raw json.RawMessage, what string) (templateRevision, error) {
 	return templateRevision{hash: revision.HashCanonical(canon), canon: canon}, nil
 }
 
-// sameTemplate reports whether two raw templates have the same revision, and returns both
-// revisions when it had to compute them. The API server encodes old and new object with the same
+// memo remembers the results of the pure, costly steps by their input. The same templates come
+// back again and again (every update of a Deployment carries its stable template, a GitOps agent
+// re-applies the same state, the validator sees what the mutator produced), so a small bounded
+// cache turns most requests into lookups. It holds results only, never decisions.
+type memo struct {
+	revisions *lru.Cache // raw spec.template -> templateRevision
+	desired   *lru.Cache // desired-template annotation value -> its revision
+	patches   *lru.Cache // old and new raw spec.template -> template patch operations
+}
+
+// memoSize bounds each cache: a few thousand templates of a few KB each.
+const memoSize = 2048
+
+func newMemo() *memo {
+	return &memo{revisions: lru.New(memoSize), desired: lru.New(memoSize), patches: lru.New(memoSize)}
+}
+
+func (m *memo) revision(raw []byte, what string) (templateRevision, error) {
+	if r, ok := m.revisions.Get(string(raw)); ok {
+		return r.(templateRevision), nil
+	}
+	r, err := revisionOf(raw, what)
+	if err != nil {
+		return r, err
+	}
+	m.revisions.Add(string(raw), r)
+	// What the mutator records as desired-template is this canonical form: the validator checks it next.
+	m.desired.Add(string(r.canon), r.hash)
+	return r, nil
+}
+
+// sameTemplate reports whether two raw templates have the same revision, and returns the new
+// one's when it had to compute it. The API server encodes old and new object with the same
 // encoder, so identical templates are identical bytes and most updates need no hashing at all.
-func sameTemplate(oldRaw, newRaw json.RawMessage) (same bool, oldRev, newRev *templateRevision, err error) {
-	if bytes.Equal(oldRaw, newRaw) && len(newRaw) > 0 {
-		return true, nil, nil, nil
+func (m *memo) sameTemplate(oldRaw, newRaw []byte) (bool, *templateRevision, error) {
+	if len(newRaw) > 0 && bytes.Equal(oldRaw, newRaw) {
+		return true, nil, nil
 	}
-	o, err := revisionOf(oldRaw, "old object")
+	o, err := m.revision(oldRaw, "old object")
 	if err != nil {
-		return false, nil, nil, err
+		return false, nil, err
 	}
-	n, err := revisionOf(newRaw, "object")
+	n, err := m.revision(newRaw, "object")
 	if err != nil {
-		return false, nil, nil, err
+		return false, nil, err
 	}
-	return o.hash == n.hash, &o, &n, nil
+	return o.hash == n.hash, &n, nil
+}
+
+// templatePatch is the minimal JSON patch that turns the new template back into the old one.
+func (m *memo) templatePatch(oldRaw, newRaw []byte) ([]jsonpatch.Operation, error) {
+	key := string(oldRaw) + "\x00" + string(newRaw)
+	if ops, ok := m.patches.Get(key); ok {
+		return ops.([]jsonpatch.Operation), nil
+	}
+	// Diffing only the two templates keeps the patch minimal and avoids decoding the rest.
+	ops, err := jsonpatch.CreatePatch(newRaw, oldRaw)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ops {
+		ops[i].Path = "/spec/template" + ops[i].Path
+	}
+	// Callers append to the result: cap it so that they never write into the cached array.
+	ops = ops[:len(ops):len(ops)]
+	m.patches.Add(key, ops)
+	return ops, nil
+}
+
+// desiredRevision returns the revision of a desired-template annotation value, which must decode
+// as a pod template.
+func (m *memo) desiredRevision(tmpl string) (string, error) {
+	if h, ok := m.desired.Get(tmpl); ok {
+		return h.(string), nil
+	}
+	decoded, err := revision.Decode(tmpl)
+	if err != nil {
+		return "", err
+	}
+	h, err := revision.Hash(decoded)
+	if err != nil {
+		return "", err
+	}
+	m.desired.Add(tmpl, h)
+	return h, nil
 }
 
 // requestOptions is the part of the request's Create/Update/PatchOptions the handlers read.

@@ -64,14 +64,14 @@ func (h *handlers) validateDeployment(ctx context.Context, req admission.Request
 		}
 	}
 	if pendingChanged(old, obj) {
-		if err := checkPending(obj); err != nil {
+		if err := h.checkPending(obj); err != nil {
 			return badRequest("%v", err)
 		}
 	}
 	if req.Operation != admissionv1.Update || !eff.DeploymentManaged(obj.Metadata.Annotations) {
 		return admission.Allowed("")
 	}
-	same, _, newRev, err := sameTemplate(old.Spec.Template, obj.Spec.Template)
+	same, newRev, err := h.memo.sameTemplate(old.Spec.Template, obj.Spec.Template)
 	if err != nil {
 		return badRequest("%v", err)
 	}

@@ -95,6 +95,7 @@ type handlers struct {
 	resolver       policy.Resolver
 	serviceAccount string
 	gitOps         map[string]bool
+	memo           *memo
 }
 
 func newHandlers(lookup Lookup, opts Options) *handlers {
@@ -111,6 +112,7 @@ func newHandlers(lookup Lookup, opts Options) *handlers {
 		resolver:       policy.Resolver{OwnNamespace: opts.OwnNamespace, DefaultStripKeys: opts.StripKeys},
 		serviceAccount: opts.ServiceAccount,
 		gitOps:         gitOps,
+		memo:           newMemo(),
 	}
 }
 
