@@ -11,12 +11,14 @@ import (
 	"testing"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"canarygate.io/canarygate/api/v1alpha1"
@@ -33,6 +35,12 @@ const (
 	labelManager  = "kubectl-label"
 	fleetUsername = "system:serviceaccount:cattle-fleet-system:fleet-agent"
 )
+
+func TestMain(m *testing.M) {
+	// controller-runtime complains, with a stack trace, about log lines sent before a logger is set.
+	logf.SetLogger(logr.Discard())
+	os.Exit(m.Run())
+}
 
 // fakeLookup is the in-memory Lookup of the unit tests.
 type fakeLookup struct {
