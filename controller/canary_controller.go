@@ -146,6 +146,10 @@ func (r *canaryReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		c.Status = d.Status
 		rv := c.ResourceVersion
 		if err := r.client.Status().Update(ctx, &c); err != nil {
+			if apierrors.IsNotFound(err) {
+				// The Canary went away while this reconcile ran; its deletion is queued.
+				return reconcile.Result{}, nil
+			}
 			return r.retry(ctx, fmt.Errorf("writing status: %w", err))
 		}
 		r.superseded.Store(req.NamespacedName, rv)
@@ -175,7 +179,8 @@ func (r *canaryReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 // retry turns a conflict or an already-existing object (the cache was behind) into a quiet short
 // requeue; other errors go to the rate-limited queue.
 func (r *canaryReconciler) retry(ctx context.Context, err error) (reconcile.Result, error) {
-	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+	switch {
+	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
 		log.FromContext(ctx).V(1).Info("conflict; retrying with fresher objects", "error", err.Error())
 		return reconcile.Result{RequeueAfter: time.Second}, nil
 	}
