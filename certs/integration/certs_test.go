@@ -204,6 +204,32 @@ func waitFor(t *testing.T, timeout, interval time.Duration, what string, cond fu
 	return time.Since(start)
 }
 
+// injectedBundle returns the CAs that both webhook configurations trust, as the API server sees them.
+func injectedBundle(ctx context.Context, c client.Client, name string) (*x509.CertPool, bool) {
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	vwc := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+	if c.Get(ctx, client.ObjectKey{Name: name}, mwc) != nil || c.Get(ctx, client.ObjectKey{Name: name}, vwc) != nil {
+		return nil, false
+	}
+	m, v := mwc.Webhooks[0].ClientConfig.CABundle, vwc.Webhooks[0].ClientConfig.CABundle
+	pool := x509.NewCertPool()
+	for _, ca := range bundleCerts(m) {
+		if containsCert(bundleCerts(v), ca) {
+			pool.AddCert(ca)
+		}
+	}
+	return pool, true
+}
+
+func containsCert(cs []*x509.Certificate, c *x509.Certificate) bool {
+	for _, x := range cs {
+		if x.Equal(c) {
+			return true
+		}
+	}
+	return false
+}
+
 func bundleCerts(pemData []byte) []*x509.Certificate {
 	var out []*x509.Certificate
 	for {
@@ -243,30 +269,38 @@ func TestRotationUnderLoad(t *testing.T) {
 		t.Fatalf("webhook answers but is not ready: %v", err)
 	}
 
-	// Observe rotations: serving certificates presented and CAs in the Secret.
+	// Observe rotations: serving certificates presented and CAs in the Secret. Each presented
+	// certificate must chain to the caBundle that both configurations held just before the dial:
+	// a certificate from a CA that was not injected yet is what would fail the API server's calls.
 	var (
-		mu      sync.Mutex
-		leaves  = map[string]bool{}
-		signers = map[string]bool{}
+		mu        sync.Mutex
+		leaves    = map[string]bool{}
+		signers   = map[string]bool{}
+		untrusted int
+		observer  = newClient(t) // its own client-side rate limit, apart from the load's
 	)
-	// Requests use ctx, not a deadline: a client-side rate limiter fails requests near a deadline.
 	end := time.Now().Add(75 * time.Second)
 	running := func() bool { return time.Now().Before(end) }
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for running() {
 			sec := &corev1.Secret{}
-			if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: opts.SecretName}, sec); err == nil {
+			if err := observer.Get(ctx, client.ObjectKey{Namespace: ns, Name: opts.SecretName}, sec); err == nil {
 				mu.Lock()
 				signers[string(sec.Data["signer.crt"])] = true
 				mu.Unlock()
 			}
-			if leaf := r.servedLeaf(); leaf != nil {
+			trusted, ok := injectedBundle(ctx, observer, name)
+			if leaf := r.servedLeaf(); ok && leaf != nil {
+				_, err := leaf.Verify(x509.VerifyOptions{Roots: trusted})
 				mu.Lock()
 				leaves[string(leaf.Raw)] = true
+				if err != nil {
+					untrusted++
+				}
 				mu.Unlock()
 			}
-			time.Sleep(200 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond)
 		}
 	})
 
@@ -298,6 +332,9 @@ func TestRotationUnderLoad(t *testing.T) {
 
 	t.Logf("%d API requests (%d admission calls) across %d serving certificates from %d CAs; %d failed",
 		requests.Load(), r.calls.Load(), len(leaves), len(signers), failures.Load())
+	if untrusted > 0 {
+		t.Errorf("%d times the webhook presented a certificate that the injected caBundle did not trust", untrusted)
+	}
 	for msg, n := range errs {
 		t.Errorf("%d requests failed with: %s", n, msg)
 	}
