@@ -2,10 +2,12 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
@@ -303,13 +305,19 @@ func (f *fixture) waitWeight(min int) {
 // It returns the new revision and its template.
 func (f *fixture) propose(image string) (string, *corev1.PodTemplateSpec) {
 	f.t.Helper()
+	return f.proposeTemplate(func(t *corev1.PodTemplateSpec) { t.Spec.Containers[0].Image = image })
+}
+
+// proposeTemplate is propose with any change of the template.
+func (f *fixture) proposeTemplate(change func(*corev1.PodTemplateSpec)) (string, *corev1.PodTemplateSpec) {
+	f.t.Helper()
 	ctx := context.Background()
 	var rev string
 	var tmpl *corev1.PodTemplateSpec
 	err := retryConflict(func() error {
 		d := f.deployment()
 		dry := d.DeepCopy()
-		dry.Spec.Template.Spec.Containers[0].Image = image
+		change(&dry.Spec.Template)
 		if err := f.c.Update(ctx, dry, client.DryRunAll); err != nil {
 			return err
 		}
@@ -774,4 +782,110 @@ func TestOptInBookkeeping(t *testing.T) {
 			_ = c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}})
 		}
 	})
+}
+
+// TestUnsafeLabelsStopTheCanary: a Service that selects on a label only the new template has would
+// send its traffic to the canary pods whatever canarygate does to the stable keys; the canary is not
+// started and the Ready condition names the Service.
+func TestUnsafeLabelsStopTheCanary(t *testing.T) {
+	t.Parallel()
+	sharedManager(t)
+	f := newFixture(t, userAnalysis(nil))
+	f.create(&corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "new-track", Namespace: f.ns},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"track": "new"},
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	})
+	f.proposeTemplate(func(t *corev1.PodTemplateSpec) {
+		t.Labels["track"] = "new"
+		t.Spec.Containers[0].Image = "example.com/web:v2"
+	})
+	f.eventually("Ready=False names the Service", func() (bool, string) {
+		st := f.status()
+		c := findCondition(st, v1alpha1.ConditionReady)
+		return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "new-track"), fmt.Sprintf("%+v", st)
+	})
+	time.Sleep(6 * time.Second)
+	if st := f.status(); st.Phase != v1alpha1.PhaseInitialized {
+		t.Errorf("the canary started although it is unsafe: %+v", st)
+	}
+	var cd appsv1.Deployment
+	if err := f.c.Get(context.Background(), f.key(canary), &cd); !apierrors.IsNotFound(err) {
+		t.Errorf("canary Deployment exists: %v", err)
+	}
+}
+
+// hookRecorder is a Flagger-style webhook receiver: it records the payloads per path and answers
+// 200, except on /confirm-promotion until opened.
+type hookRecorder struct {
+	mu       sync.Mutex
+	calls    map[string][]map[string]any
+	promoted atomic.Bool
+}
+
+func (h *hookRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var body map[string]any
+	_ = json.NewDecoder(r.Body).Decode(&body)
+	h.mu.Lock()
+	if h.calls == nil {
+		h.calls = map[string][]map[string]any{}
+	}
+	h.calls[r.URL.Path] = append(h.calls[r.URL.Path], body)
+	h.mu.Unlock()
+	if r.URL.Path == "/confirm-promotion" && !h.promoted.Load() {
+		http.Error(w, "not yet", http.StatusForbidden)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (h *hookRecorder) count(path string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.calls[path])
+}
+
+// TestWebhooks: pre-rollout, rollout, confirm-promotion (closed, then opened), post-rollout and
+// event webhooks are called with Flagger's payload at their stage.
+func TestWebhooks(t *testing.T) {
+	t.Parallel()
+	sharedManager(t)
+	hooks := &hookRecorder{}
+	srv := httptest.NewServer(hooks)
+	t.Cleanup(srv.Close)
+	f := newFixture(t, userAnalysis(func(a *v1alpha1.CanaryAnalysis) {
+		for _, typ := range []v1alpha1.HookType{v1alpha1.HookPreRollout, v1alpha1.HookRollout, v1alpha1.HookConfirmPromotion, v1alpha1.HookPostRollout, v1alpha1.HookEvent} {
+			a.Webhooks = append(a.Webhooks, v1alpha1.CanaryWebhook{Name: string(typ), Type: typ, URL: srv.URL + "/" + string(typ), Timeout: "5s",
+				Metadata: map[string]string{"cmd": "hey"}})
+		}
+	}))
+	rev, _ := f.propose("example.com/web:v2")
+	f.waitWeight(60)
+	f.eventually("the promotion waits for its gate", func() (bool, string) {
+		st := f.status()
+		return hooks.count("/confirm-promotion") >= 2 && st.Phase == v1alpha1.PhaseProgressing && strings.Contains(st.Message, "approval"), st.Message
+	})
+	if f.stableRevision() == rev {
+		t.Fatal("promoted through a closed confirm-promotion gate")
+	}
+	hooks.promoted.Store(true)
+	f.waitPhase(v1alpha1.PhaseSucceeded)
+	f.eventually("post-rollout hook called", func() (bool, string) { return hooks.count("/post-rollout") == 1, "" })
+
+	if n := hooks.count("/pre-rollout"); n != 1 {
+		t.Errorf("pre-rollout called %d times, want once", n)
+	}
+	if n := hooks.count("/rollout"); n < 3 {
+		t.Errorf("rollout called %d times, want every round after the first", n)
+	}
+	if hooks.count("/event") < 4 {
+		t.Errorf("event hook called %d times, want one per transition", hooks.count("/event"))
+	}
+	hooks.mu.Lock()
+	defer hooks.mu.Unlock()
+	p := hooks.calls["/rollout"][0]
+	md, _ := p["metadata"].(map[string]any)
+	if p["name"] != app || p["namespace"] != f.ns || p["checksum"] != rev || p["phase"] != string(v1alpha1.PhaseProgressing) || md["cmd"] != "hey" {
+		t.Errorf("rollout payload %v", p)
+	}
 }
