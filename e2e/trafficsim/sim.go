@@ -201,15 +201,26 @@ func (s *Sim) SetServiceRate(namespace, name string, rps float64) error {
 
 // SetWorkload sets how the Deployment namespace/name answers.
 func (s *Sim) SetWorkload(namespace, name string, w Workload) error {
-	if namespace == "" || name == "" {
+	return s.updateWorkload(Ref{namespace, name}, func(wl *Workload) { *wl = w })
+}
+
+// updateWorkload changes a workload's setting (starting from the defaults) in one step, so that
+// concurrent partial updates do not lose each other.
+func (s *Sim) updateWorkload(ref Ref, change func(*Workload)) error {
+	if ref.Namespace == "" || ref.Name == "" {
 		return errors.New("workload namespace and name are required")
-	}
-	if err := w.validate(); err != nil {
-		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.workloads[Ref{namespace, name}] = w
+	wl, ok := s.workloads[ref]
+	if !ok {
+		wl = s.defaults
+	}
+	change(&wl)
+	if err := wl.validate(); err != nil {
+		return err
+	}
+	s.workloads[ref] = wl
 	return nil
 }
 
@@ -290,19 +301,14 @@ func (s *Sim) Handler() http.Handler {
 			return
 		}
 		ref := Ref{r.PathValue("namespace"), r.PathValue("name")}
-		s.mu.Lock()
-		wl, ok := s.workloads[ref]
-		if !ok {
-			wl = s.defaults
-		}
-		s.mu.Unlock()
-		if body.ErrorRatio != nil {
-			wl.ErrorRatio = *body.ErrorRatio
-		}
-		if body.LatencyMs != nil {
-			wl.LatencyMs = *body.LatencyMs
-		}
-		reply(w, s.SetWorkload(ref.Namespace, ref.Name, wl))
+		reply(w, s.updateWorkload(ref, func(wl *Workload) {
+			if body.ErrorRatio != nil {
+				wl.ErrorRatio = *body.ErrorRatio
+			}
+			if body.LatencyMs != nil {
+				wl.LatencyMs = *body.LatencyMs
+			}
+		}))
 	})
 	mux.HandleFunc("DELETE /workloads/{namespace}/{name}", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
