@@ -26,6 +26,9 @@ type Options struct {
 	Dir string
 	// Args are extra canarygate flags, after the harness' own (a later flag wins).
 	Args []string
+	// Binary is a canarygate binary to run instead of building ./cmd/canarygate; "" takes
+	// $CANARYGATE_BINARY, and builds when that is empty too.
+	Binary string
 	// Logf receives progress lines; nil is silent.
 	Logf func(format string, args ...any)
 }
@@ -98,7 +101,15 @@ func Start(ctx context.Context, opts Options) (h *Harness, err error) {
 		err error
 	}
 	buildDone := make(chan built, 1)
+	bin := opts.Binary
+	if bin == "" {
+		bin = os.Getenv("CANARYGATE_BINARY")
+	}
 	go func() {
+		if bin != "" {
+			buildDone <- built{bin, nil}
+			return
+		}
 		bin, err := buildCanarygate(ctx, repo, dir)
 		buildDone <- built{bin, err}
 	}()
