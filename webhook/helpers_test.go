@@ -196,11 +196,11 @@ func (r request) review(t testing.TB) []byte {
 	case admissionv1.Delete:
 		optsKind = "DeleteOptions"
 	}
-	opts := fmt.Sprintf(`{"kind":%q,"apiVersion":"meta.k8s.io/v1"`, optsKind)
-	if r.fieldManager != "" {
-		opts += fmt.Sprintf(`,"fieldManager":%q`, r.fieldManager)
-	}
-	opts += "}"
+	opts := encode(t, struct {
+		Kind         string `json:"kind"`
+		APIVersion   string `json:"apiVersion"`
+		FieldManager string `json:"fieldManager,omitempty"`
+	}{optsKind, "meta.k8s.io/v1", r.fieldManager})
 	dryRun := r.dryRun
 	ar := admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
@@ -216,7 +216,7 @@ func (r request) review(t testing.TB) []byte {
 			Object:      placeholder(encode(t, r.obj), objPlaceholder),
 			OldObject:   placeholder(encode(t, r.old), oldPlaceholder),
 			DryRun:      &dryRun,
-			Options:     runtime.RawExtension{Raw: []byte(opts)},
+			Options:     runtime.RawExtension{Raw: opts},
 		},
 	}
 	// The objects are spliced in verbatim, so that fuzzed bytes reach the webhook as they are,
