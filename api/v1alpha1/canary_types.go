@@ -147,7 +147,7 @@ const (
 )
 
 // CanaryMetric is one metric check: a built-in or a PromQL query, and the range it must fall in.
-// +kubebuilder:validation:XValidation:rule="self.name in ['request-success-rate', 'request-duration'] || (has(self.query) && self.query != '')",message="a metric must name a built-in (request-success-rate, request-duration) or carry a query"
+// +kubebuilder:validation:XValidation:rule="self.name == 'request-success-rate' || self.name == 'request-duration' || (has(self.query) && size(self.query) > 0)",message="a metric must name a built-in (request-success-rate, request-duration) or carry a query"
 type CanaryMetric struct {
 	// Name of the metric; request-success-rate and request-duration are built in.
 	// +kubebuilder:validation:MinLength=1
