@@ -31,6 +31,12 @@
 //     again (a revert): the desired-* annotations are removed. Any other such update (scaling, a
 //     label edit) leaves the pending revision alone.
 //
+// The mutator is registered with reinvocationPolicy IfNeeded. One case is ambiguous then: when a
+// later mutating webhook changes a Deployment that a GitOps agent re-applies with a pending
+// revision, the reinvocation sees the stable template and the unchanged pending annotations from a
+// GitOps field manager, exactly like a Git revert, and clears the pending revision (the next
+// re-apply records it again). No field of the request tells the two apart.
+//
 // # /validate-deployments (apps/v1 Deployments, CREATE and UPDATE; generated ones excepted)
 //
 // In a managed namespace: setting canarygate.io/break-glass, or setting the opt-out
