@@ -83,7 +83,7 @@ func main() {
 	fs.IntVar(&cfg.defaultThreshold, "default-threshold", 5, "failed checks before rollback, default")
 	fs.IntVar(&cfg.defaultMaxWeight, "default-max-weight", 50, "largest canary weight before promotion, default")
 	fs.IntVar(&cfg.defaultStepWeight, "default-step-weight", 10, "weight added per passing round, default")
-	fs.DurationVar(&cfg.defaultProgressDeadline, "default-progress-deadline", 10*time.Minute, "how long a canary or promotion rollout may take to become available, default")
+	fs.DurationVar(&cfg.defaultProgressDeadline, "default-progress-deadline", controller.DefaultProgressDeadline, "how long a canary or promotion rollout may take to become available, default")
 	fs.StringVar(&cfg.stripKeys, "strip-metadata-keys", strings.Join(revision.DefaultOwnershipKeys, ","), "comma-separated GitOps ownership metadata patterns kept off generated objects (prefix/*, *.domain/*, key=value, key), unless a CanaryPolicy sets its own")
 	fs.StringVar(&cfg.gitopsManagers, "gitops-field-managers", strings.Join(webhook.DefaultGitOpsFieldManagers, ","), "comma-separated field managers whose updates state Git's template (a template equal to the stable one from them clears the pending revision)")
 	fs.IntVar(&cfg.maxConcurrent, "max-concurrent-reconciles", 8, "canaries reconciled in parallel")
@@ -97,7 +97,8 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
 	if err := run(cfg); err != nil {
-		ctrl.Log.Error(err, "canarygate stopped")
+		// A plain line, not a logged stack trace: most errors here are a flag a person mistyped.
+		fmt.Fprintln(os.Stderr, "canarygate:", err)
 		os.Exit(1)
 	}
 }
@@ -215,28 +216,24 @@ func run(cfg config) error {
 }
 
 // defaultAnalysis is the analysis of Canaries that set none and whose namespace's policy sets none:
-// Flagger's usual Istio checks, so that no canary is ever promoted unmeasured by default.
+// the controller's default checks (Flagger's Istio success rate and latency, so that no canary is
+// ever promoted unmeasured) on the schedule the flags give.
 func defaultAnalysis(cfg config) (v1alpha1.CanaryAnalysis, error) {
 	if cfg.defaultInterval < 5*time.Second {
 		return v1alpha1.CanaryAnalysis{}, fmt.Errorf("--default-interval must be at least 5s, not %s", cfg.defaultInterval)
 	}
 	if cfg.defaultThreshold < 1 {
-		return v1alpha1.CanaryAnalysis{}, fmt.Errorf("--default-threshold must be at least 1")
+		return v1alpha1.CanaryAnalysis{}, fmt.Errorf("--default-threshold must be at least 1, not %d", cfg.defaultThreshold)
 	}
 	if cfg.defaultMaxWeight < 1 || cfg.defaultMaxWeight > 100 || cfg.defaultStepWeight < 1 || cfg.defaultStepWeight > cfg.defaultMaxWeight {
-		return v1alpha1.CanaryAnalysis{}, fmt.Errorf("--default-max-weight must be 1-100 and --default-step-weight 1-max-weight")
+		return v1alpha1.CanaryAnalysis{}, fmt.Errorf("--default-max-weight must be 1-100 and --default-step-weight 1 to --default-max-weight, not %d and %d", cfg.defaultMaxWeight, cfg.defaultStepWeight)
 	}
-	minSuccess, maxDuration := 99.0, 500.0
-	return v1alpha1.CanaryAnalysis{
-		Interval:   cfg.defaultInterval.String(),
-		Threshold:  cfg.defaultThreshold,
-		MaxWeight:  cfg.defaultMaxWeight,
-		StepWeight: cfg.defaultStepWeight,
-		Metrics: []v1alpha1.CanaryMetric{
-			{Name: v1alpha1.MetricRequestSuccessRate, Interval: "1m", ThresholdRange: &v1alpha1.CanaryThresholdRange{Min: &minSuccess}},
-			{Name: v1alpha1.MetricRequestDuration, Interval: "1m", ThresholdRange: &v1alpha1.CanaryThresholdRange{Max: &maxDuration}},
-		},
-	}, nil
+	a := controller.DefaultAnalysis()
+	a.Interval = cfg.defaultInterval.String()
+	a.Threshold = cfg.defaultThreshold
+	a.MaxWeight = cfg.defaultMaxWeight
+	a.StepWeight = cfg.defaultStepWeight
+	return a, nil
 }
 
 func splitList(s string) []string {
