@@ -16,15 +16,17 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
+	"github.com/go-logr/logr"
 	istionetworkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"canarygate.io/canarygate/api/v1alpha1"
 	"canarygate.io/canarygate/e2e/harness"
@@ -48,6 +50,8 @@ func main() {
 		fmt.Fprintf(os.Stderr, "demo: --scenario must be success or fail, not %q\n", *scenario)
 		os.Exit(2)
 	}
+	// Client watches log through controller-runtime; the demo's output is its own.
+	ctrllog.SetLogger(logr.Discard())
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	if err := run(ctx, *scenario == "fail"); err != nil {
@@ -146,9 +150,9 @@ func run(ctx context.Context, fail bool) error {
 func watch(ctx context.Context, h *harness.Harness, out io.Writer) (*v1alpha1.Canary, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	tw := tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATUS\tWEIGHT\tLASTTRANSITIONTIME\tVIRTUALSERVICE WEIGHTS")
-	tw.Flush()
+	// Fixed widths rather than a tabwriter: every row is printed the moment it happens.
+	const rowFormat = "%-18s %-13s %-7s %-22s %s\n"
+	fmt.Fprintf(out, rowFormat, "NAME", "STATUS", "WEIGHT", "LASTTRANSITIONTIME", "VIRTUALSERVICE WEIGHTS")
 	last := ""
 	started := false
 	for {
@@ -161,11 +165,10 @@ func watch(ctx context.Context, h *harness.Harness, out io.Writer) (*v1alpha1.Ca
 			return nil, err
 		}
 		if c != nil {
-			row := fmt.Sprintf("%s\t%s\t%d\t%s\t%s", c.Name, c.Status.Phase, c.Status.CanaryWeight,
+			row := fmt.Sprintf(rowFormat, c.Name, c.Status.Phase, strconv.Itoa(c.Status.CanaryWeight),
 				c.Status.LastTransitionTime.UTC().Format(time.RFC3339), routes)
 			if row != last {
-				fmt.Fprintln(tw, row)
-				tw.Flush()
+				fmt.Fprint(out, row)
 				last = row
 			}
 			switch c.Status.Phase {
