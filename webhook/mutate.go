@@ -2,9 +2,12 @@ package webhook
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 
+	"github.com/tidwall/gjson"
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -63,7 +66,7 @@ func (h *handlers) divert(req admission.Request, old, obj *objectView) admission
 		if req.UserInfo.Username == h.serviceAccount && obj.Metadata.Annotations[v1alpha1.PromotedRevisionAnnotation] == newRev.hash {
 			return admission.Allowed("promotion of revision " + newRev.hash)
 		}
-		return h.divertPatch(old, obj, newRev)
+		return h.divertPatch(req, old, obj, newRev)
 	}
 	if pendingChanged(old, obj) {
 		// The request writes the pending revision itself: it must be one the controller can use.
@@ -128,20 +131,74 @@ func (h *handlers) checkPending(v *objectView) error {
 
 // divertPatch puts the old (stable) template back and records the new one as the pending
 // revision. Only the template is diverted: every other change of the update stays.
-func (h *handlers) divertPatch(old, obj *objectView, newRev *templateRevision) admission.Response {
+func (h *handlers) divertPatch(req admission.Request, old, obj *objectView, newRev *templateRevision) admission.Response {
 	ops, err := h.memo.templatePatch(old.Spec.Template, obj.Spec.Template)
 	if err != nil {
 		return badRequest("canarygate: diffing pod templates: %v", err)
 	}
 	want := map[string]string{
 		v1alpha1.DesiredRevisionAnnotation: newRev.hash,
-		v1alpha1.DesiredTemplateAnnotation: string(newRev.canon),
+		v1alpha1.DesiredTemplateAnnotation: string(newRev.desired),
 	}
 	ops = setAnnotations(ops, obj.Metadata.Annotations, want)
+	keep, err := keepManagedFields(req, want)
+	if err != nil {
+		return badRequest("%v", err)
+	}
+	if keep != nil {
+		ops = append(ops, *keep)
+	}
 	resp := admission.Patched("", ops...)
 	resp.Warnings = []string{fmt.Sprintf(
 		"canarygate: the pod template change is held as revision %s and will be rolled out through a canary", newRev.hash)}
 	return resp
+}
+
+// keepManagedFields returns the operation that puts the stored object's managedFields back when,
+// once diverted, the update changes nothing else. The API server records a plain update's field
+// manager (a Helm rollback by fleet, say) in managedFields before admission, so without this a
+// drift correction that re-states the pending revision would still write a new resourceVersion,
+// and the next server-side apply another one: the loop a GitOps agent must never start. Status is
+// ignored: the API server resets it from the stored object on every update of the main resource.
+func keepManagedFields(req admission.Request, pending map[string]string) (*jsonpatch.Operation, error) {
+	oldFields := gjson.GetBytes(req.OldObject.Raw, "metadata.managedFields")
+	newFields := gjson.GetBytes(req.Object.Raw, "metadata.managedFields")
+	if oldFields.Raw == newFields.Raw || !oldFields.IsArray() || !newFields.IsArray() {
+		return nil, nil
+	}
+	var old, obj map[string]any
+	if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
+		return nil, fmt.Errorf("the request's old object is not valid JSON: %w", err)
+	}
+	if err := json.Unmarshal(req.Object.Raw, &obj); err != nil {
+		return nil, fmt.Errorf("the request's object is not valid JSON: %w", err)
+	}
+	oldMeta, _ := old["metadata"].(map[string]any)
+	objMeta, _ := obj["metadata"].(map[string]any)
+	oldSpec, _ := old["spec"].(map[string]any)
+	objSpec, _ := obj["spec"].(map[string]any)
+	if oldMeta == nil || objMeta == nil || oldSpec == nil || objSpec == nil {
+		return nil, nil
+	}
+	// The object as it will be once diverted: the stable template and the pending revision.
+	objSpec["template"] = oldSpec["template"]
+	annotations, _ := objMeta["annotations"].(map[string]any)
+	if annotations == nil {
+		annotations = map[string]any{}
+		objMeta["annotations"] = annotations
+	}
+	for k, v := range pending {
+		annotations[k] = v
+	}
+	for _, o := range []map[string]any{old, obj} {
+		delete(o["metadata"].(map[string]any), "managedFields")
+		delete(o, "status")
+	}
+	if !reflect.DeepEqual(old, obj) {
+		return nil, nil
+	}
+	op := jsonpatch.NewOperation("replace", "/metadata/managedFields", json.RawMessage(oldFields.Raw))
+	return &op, nil
 }
 
 // setAnnotations appends the operations that make annotations hold want, in a fixed order.

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -32,13 +34,14 @@ func hashOf(t testing.TB, d *appsv1.Deployment) string {
 	return h
 }
 
-func canonicalOf(t testing.TB, d *appsv1.Deployment) string {
+// recordedOf is the desired-template the mutator records for d's template: its typed JSON.
+func recordedOf(t testing.TB, d *appsv1.Deployment) string {
 	t.Helper()
-	c, err := revision.Canonical(&d.Spec.Template)
+	raw, err := json.Marshal(&d.Spec.Template)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(c)
+	return string(raw)
 }
 
 // pending is what the API server stores after the mutator diverted gitState over stable: the
@@ -49,7 +52,7 @@ func pending(t testing.TB, stable, gitState *appsv1.Deployment) *appsv1.Deployme
 	d.Spec.Template = *stable.Spec.Template.DeepCopy()
 	return withAnnotations(d,
 		v1alpha1.DesiredRevisionAnnotation, hashOf(t, gitState),
-		v1alpha1.DesiredTemplateAnnotation, canonicalOf(t, gitState))
+		v1alpha1.DesiredTemplateAnnotation, recordedOf(t, gitState))
 }
 
 func sameJSON(t testing.TB, got, want *appsv1.Deployment) {
@@ -98,11 +101,9 @@ func TestMutateDeployment(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// Canonical JSON drops empty objects (emptyDir: {}), which API defaulting restores, so
-			// the recorded template is compared in canonical form.
-			if c, _ := revision.Canonical(tmpl); string(c) != canonicalOf(t, gitState) ||
-				tmpl.Spec.Containers[0].Image != gitState.Spec.Template.Spec.Containers[0].Image {
-				t.Errorf("desired-template is not the Git template: %s", c)
+			// Recorded losslessly: empty volume sources (emptyDir: {}) included.
+			if !reflect.DeepEqual(*tmpl, gitState.Spec.Template) {
+				t.Errorf("desired-template is not the Git template: %s", got.Annotations[v1alpha1.DesiredTemplateAnnotation])
 			}
 		}
 	}
@@ -148,6 +149,27 @@ func TestMutateDeployment(t *testing.T) {
 			req: request{op: admissionv1.Update, fieldManager: "helm", old: stored, obj: withAnnotations(gitV2,
 				v1alpha1.DesiredRevisionAnnotation, "-", v1alpha1.DesiredTemplateAnnotation, "-")},
 			want: want{allowed: true, patched: true, check: storedExactly(stored)},
+		},
+		{
+			// The API server has already recorded the PUT's manager in managedFields when the
+			// mutator sees it; nothing else changes once diverted, so the stored managedFields are
+			// put back and the API server has nothing to write.
+			name: "a plain-update drift correction recorded in managedFields stores nothing new",
+			req: request{op: admissionv1.Update, fieldManager: fleetManager, old: stored,
+				obj: withManager(withAnnotations(gitV2, v1alpha1.DesiredRevisionAnnotation, "-", v1alpha1.DesiredTemplateAnnotation, "-"), fleetManager)},
+			want: want{allowed: true, patched: true, check: storedExactly(stored)},
+		},
+		{
+			// A real change besides the template keeps the new managedFields: the API server
+			// must record who made it.
+			name: "a plain update that also changes replicas keeps its managedFields entry",
+			req: request{op: admissionv1.Update, fieldManager: fleetManager, old: stored,
+				obj: withManager(withReplicas(gitV2, 5), fleetManager)},
+			want: want{allowed: true, patched: true, check: func(t *testing.T, got *appsv1.Deployment) {
+				if len(got.ManagedFields) != len(stored.ManagedFields)+1 || *got.Spec.Replicas != 5 {
+					t.Errorf("managedFields %d entries (stored %d), replicas %d", len(got.ManagedFields), len(stored.ManagedFields), *got.Spec.Replicas)
+				}
+			}},
 		},
 		{
 			name: "a newer Git revision replaces the pending one",
@@ -365,8 +387,8 @@ func applyPatchRaw(t *testing.T, obj any, resp admissionv1.AdmissionResponse) []
 	return encode(t, applyPatch(t, raw, resp))
 }
 
-// The mutated object is a deterministic function of the request: the pending template is
-// canonical JSON, whatever order the request's template used.
+// The mutated object is a deterministic function of the request: the pending template is the
+// typed template's JSON, whatever order the request's template used.
 func TestDivertIsDeterministic(t *testing.T) {
 	stable := fleetDeployment(t)
 	gitV2 := withImage(stable, newImage)
@@ -440,4 +462,22 @@ func TestMalformedReview(t *testing.T) {
 			t.Errorf("%s: %+v", body, resp)
 		}
 	}
+}
+
+// withManager is d as the API server hands it to admission after recording a plain update by
+// manager: one more managedFields entry.
+func withManager(d *appsv1.Deployment, manager string) *appsv1.Deployment {
+	d = d.DeepCopy()
+	now := metav1.NewTime(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	d.ManagedFields = append(d.ManagedFields, metav1.ManagedFieldsEntry{
+		Manager: manager, Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "apps/v1", Time: &now,
+		FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:spec":{"f:template":{"f:spec":{"f:containers":{}}}}}`),
+	})
+	return d
+}
+
+func withReplicas(d *appsv1.Deployment, n int32) *appsv1.Deployment {
+	d = d.DeepCopy()
+	d.Spec.Replicas = &n
+	return d
 }

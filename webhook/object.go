@@ -104,10 +104,14 @@ func (v *objectView) generatedFor() bool {
 	return ok
 }
 
-// templateRevision is a pod template's revision and canonical JSON.
+// templateRevision is a pod template's revision and the JSON recorded as desired-template.
 type templateRevision struct {
-	hash  string
-	canon []byte
+	hash string
+	// desired is the typed template's JSON, not the pruned canonical form the hash is taken of:
+	// pruning empty objects is harmless for a hash but would lose meaning in the template itself
+	// (an empty downwardAPI volume source would come back as an emptyDir). Encoding the typed
+	// value keeps it independent of the request's key order and white space.
+	desired []byte
 }
 
 // revisionOf computes the revision of a Deployment's raw spec.template exactly as the controller
@@ -125,7 +129,11 @@ func revisionOf(raw []byte, what string) (templateRevision, error) {
 	if err != nil {
 		return templateRevision{}, fmt.Errorf("the request's %s: %w", what, err)
 	}
-	return templateRevision{hash: revision.HashCanonical(canon), canon: canon}, nil
+	desired, err := json.Marshal(&tmpl)
+	if err != nil {
+		return templateRevision{}, fmt.Errorf("the request's %s: encoding spec.template: %w", what, err)
+	}
+	return templateRevision{hash: revision.HashCanonical(canon), desired: desired}, nil
 }
 
 // memo remembers the results of the pure, costly steps by their input. The same templates come
@@ -154,8 +162,8 @@ func (m *memo) revision(raw []byte, what string) (templateRevision, error) {
 		return r, err
 	}
 	m.revisions.Add(string(raw), r)
-	// What the mutator records as desired-template is this canonical form: the validator checks it next.
-	m.desired.Add(string(r.canon), r.hash)
+	// What the mutator records as desired-template: the validator checks it next.
+	m.desired.Add(string(r.desired), r.hash)
 	return r, nil
 }
 

@@ -307,6 +307,3 @@ type CanaryList struct {
 	Items           []Canary `json:"items"`
 }
 
-func init() {
-	SchemeBuilder.Register(&Canary{}, &CanaryList{})
-}

@@ -92,6 +92,3 @@ type CanaryPolicyList struct {
 	Items           []CanaryPolicy `json:"items"`
 }
 
-func init() {
-	SchemeBuilder.Register(&CanaryPolicy{}, &CanaryPolicyList{})
-}

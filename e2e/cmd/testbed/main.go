@@ -314,7 +314,7 @@ func status(args []string) error {
 	}
 	if url := env["PROMETHEUS_URL"]; url != "" {
 		if err := httpReady(ctx, url+"/-/ready"); err != nil {
-			problems = append(problems, fmt.Errorf("Prometheus: %w", err))
+			problems = append(problems, fmt.Errorf("prometheus: %w", err))
 		} else {
 			fmt.Println("Prometheus: ready")
 		}
