@@ -77,3 +77,8 @@ IMG ?= canarygate:latest
 CONTAINER_TOOL ?= docker
 docker-build:
 	$(CONTAINER_TOOL) build -t $(IMG) .
+
+# Regenerates BENCHMARKS.md: admission benchmarks and load against the floor, N canaries rolled out
+# at once, idle cost of 10,000 managed Deployments. Knobs: see hack/bench.sh (BENCH_SCALE_N="10 100" ...).
+bench: bins build
+	bash hack/bench.sh

@@ -17,3 +17,5 @@ go test -run='^$' -fuzz='^FuzzValidate$' -fuzztime=15s ./webhook
 
 # Benchmarks must not rot: run each once.
 go test -run='^$' -bench=. -benchtime=1x ./webhook
+# The load and scale benchmarks' tooling (bench/cmd/bench): a short admission load on a test bed.
+go run ./bench/cmd/bench -smoke

@@ -1,0 +1,72 @@
+package admission
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"canarygate.io/canarygate/bench/loadgen"
+)
+
+// LoadResult is one server at one rate.
+type LoadResult struct {
+	Server string // "canarygate" or "floor"
+	Rate   int
+	loadgen.Result
+}
+
+// LoadOptions configure RunLoad.
+type LoadOptions struct {
+	Rates    []int
+	Duration time.Duration
+	// Warmup is sent at the lowest rate before each measured run (new connections, first TLS
+	// handshakes, the cache's first answer), and not recorded.
+	Warmup time.Duration
+	Logf   func(format string, args ...any)
+}
+
+// RunLoad loads the floor and canarygate alternately at each rate, the floor first, so that both
+// meet the same machine state.
+func RunLoad(ctx context.Context, s *Servers, reviews *Reviews, opts LoadOptions) ([]LoadResult, error) {
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	targets := []struct {
+		name, url string
+		check     func([]byte) error
+	}{
+		{"floor", s.FloorURL, checkAllowed},
+		{"canarygate", s.CanarygateURL, checkDiverted},
+	}
+	var out []LoadResult
+	next := 0 // request numbers continue across runs, so that every image is new
+	for _, rate := range opts.Rates {
+		for _, t := range targets {
+			// A client per run: connections opened for one server never serve the other.
+			c, err := loadgen.HTTP1Client(s.CAPEM, 10*time.Second)
+			if err != nil {
+				return nil, err
+			}
+			body := func(base int) func(int) []byte { return func(i int) []byte { return reviews.Body(base + i) } }
+			if opts.Warmup > 0 {
+				w, err := loadgen.Run(ctx, loadgen.Config{URL: t.url, Rate: opts.Rates[0], Duration: opts.Warmup, Body: body(next), Client: c, Check: t.check})
+				if err != nil {
+					return nil, err
+				}
+				if w.Failed > 0 {
+					return nil, fmt.Errorf("warm-up of %s: %d of %d failed, first: %s", t.name, w.Failed, w.Sent, w.FirstError)
+				}
+				next += w.Sent
+			}
+			r, err := loadgen.Run(ctx, loadgen.Config{URL: t.url, Rate: rate, Duration: opts.Duration, Body: body(next), Client: c, Check: t.check})
+			if err != nil {
+				return nil, err
+			}
+			next += r.Sent
+			c.CloseIdleConnections()
+			opts.Logf("%-10s %5d req/s: p50 %v p99 %v, %0.f ok/s, %d failed", t.name, rate, r.P50, r.P99, r.Throughput, r.Failed)
+			out = append(out, LoadResult{Server: t.name, Rate: rate, Result: r})
+		}
+	}
+	return out, nil
+}
