@@ -306,4 +306,3 @@ type CanaryList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []Canary `json:"items"`
 }
-

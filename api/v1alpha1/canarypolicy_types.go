@@ -91,4 +91,3 @@ type CanaryPolicyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []CanaryPolicy `json:"items"`
 }
-
