@@ -98,7 +98,9 @@ func (c *Canarygate) waitReady(ctx context.Context, proc *testbed.Process) error
 		what string
 		ok   func(context.Context) error
 	}{
-		{"canarygate /readyz", func(ctx context.Context) error { return httpOK(ctx, "http://"+c.ProbeAddr+"/readyz") }},
+		{"canarygate /readyz", func(ctx context.Context) error {
+			return testbed.HTTPOK(ctx, http.DefaultClient, "http://"+c.ProbeAddr+"/readyz")
+		}},
 		{"CA bundle in the webhook configurations", c.caBundleInjected},
 		{"the API server calling the webhook", func(ctx context.Context) error {
 			return c.admin.Create(ctx, probe.DeepCopy(), client.DryRunAll)
@@ -170,22 +172,6 @@ func (c *Canarygate) Restart(ctx context.Context) error {
 		return err
 	}
 	return c.Start(ctx)
-}
-
-func httpOK(ctx context.Context, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return nil
 }
 
 // freeAddrs reserves n loopback ports and returns them as host:port; the listeners are closed

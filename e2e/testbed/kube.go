@@ -105,7 +105,8 @@ var insecureLoopbackClient = &http.Client{Transport: &http.Transport{
 	TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // loopback health probe only
 }}
 
-func httpOK(ctx context.Context, c *http.Client, url string) error {
+// HTTPOK GETs url with c and fails unless the answer is 200 OK; readiness probes use it.
+func HTTPOK(ctx context.Context, c *http.Client, url string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err

@@ -112,8 +112,8 @@ func (p *process) stop() error {
 	return nil
 }
 
-// tailFile returns the last n lines of path, for error messages.
-func tailFile(path string, n int) string {
+// TailFile returns the last n lines of path, for error messages.
+func TailFile(path string, n int) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Sprintf("(no log: %v)", err)

@@ -67,7 +67,7 @@ func (p *prometheus) start(logDir string) (*process, error) {
 
 func (p *prometheus) waitReady(ctx context.Context, proc *process) error {
 	return waitUntil(ctx, proc, "Prometheus ready", func(ctx context.Context) error {
-		return httpOK(ctx, http.DefaultClient, p.url+"/-/ready")
+		return HTTPOK(ctx, http.DefaultClient, p.url+"/-/ready")
 	})
 }
 
@@ -193,7 +193,7 @@ func (e *Env) StartPrometheus() error {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	if err := e.prom.waitReady(ctx, proc); err != nil {
-		return fmt.Errorf("%w\n%s", err, tailFile(proc.logPath, 25))
+		return fmt.Errorf("%w\n%s", err, TailFile(proc.logPath, 25))
 	}
 	return nil
 }

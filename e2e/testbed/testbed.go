@@ -176,7 +176,7 @@ func (e *Env) start(ctx context.Context, repo string, bins *binaries) error {
 		return err
 	}
 	if err := waitUntil(ctx, etcd, "etcd healthy", func(ctx context.Context) error {
-		return httpOK(ctx, http.DefaultClient, etcdURL+"/health")
+		return HTTPOK(ctx, http.DefaultClient, etcdURL+"/health")
 	}); err != nil {
 		return err
 	}
@@ -281,12 +281,12 @@ func (e *Env) start(ctx context.Context, repo string, bins *binaries) error {
 	}
 	step("kube-controller-manager healthy", func() error {
 		return waitUntil(gctx, kcm, "kube-controller-manager healthy", func(ctx context.Context) error {
-			return httpOK(ctx, insecureLoopbackClient, "https://127.0.0.1:"+strconv.Itoa(kcmPort)+"/healthz")
+			return HTTPOK(ctx, insecureLoopbackClient, "https://127.0.0.1:"+strconv.Itoa(kcmPort)+"/healthz")
 		})
 	})
 	step("kube-scheduler healthy", func() error {
 		return waitUntil(gctx, sched, "kube-scheduler healthy", func(ctx context.Context) error {
-			return httpOK(ctx, insecureLoopbackClient, "https://127.0.0.1:"+strconv.Itoa(schedPort)+"/healthz")
+			return HTTPOK(ctx, insecureLoopbackClient, "https://127.0.0.1:"+strconv.Itoa(schedPort)+"/healthz")
 		})
 	})
 	step("default ServiceAccount created", func() error {
@@ -454,7 +454,7 @@ func (e *Env) logTails(n int) string {
 	files, _ := filepath.Glob(filepath.Join(e.logDir, "*.log"))
 	var b strings.Builder
 	for _, f := range files {
-		fmt.Fprintf(&b, "--- last lines of %s ---\n%s\n", f, tailFile(f, n))
+		fmt.Fprintf(&b, "--- last lines of %s ---\n%s\n", f, TailFile(f, n))
 	}
 	return b.String()
 }

@@ -102,7 +102,7 @@ func up(dir string) error {
 	for {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("the daemon exited (%v); its log ends with:\n%s", err, tail(log.Name(), 30))
+			return fmt.Errorf("the daemon exited (%v); its log ends with:\n%s", err, testbed.TailFile(log.Name(), 30))
 		case <-time.After(200 * time.Millisecond):
 		}
 		if _, err := os.Stat(filepath.Join(own, infoFile)); err == nil {
@@ -226,16 +226,4 @@ func printInfo(own string) error {
 	fmt.Print(string(data))
 	fmt.Println("stop everything with: make testbed-down")
 	return nil
-}
-
-func tail(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -186,7 +186,7 @@ func up(args []string) error {
 	var msg readyMsg
 	if readErr != nil && !errors.Is(readErr, io.EOF) || json.Unmarshal(line, &msg) != nil {
 		_ = cmd.Wait()
-		return fmt.Errorf("the test bed daemon exited before it was ready; its log %s ends with:\n%s", logFile.Name(), tail(logFile.Name(), 40))
+		return fmt.Errorf("the test bed daemon exited before it was ready; its log %s ends with:\n%s", logFile.Name(), testbed.TailFile(logFile.Name(), 40))
 	}
 	if msg.Error != "" {
 		_ = cmd.Wait()
@@ -313,7 +313,7 @@ func status(args []string) error {
 		fmt.Println("kube-apiserver: ready")
 	}
 	if url := env["PROMETHEUS_URL"]; url != "" {
-		if err := httpReady(ctx, url+"/-/ready"); err != nil {
+		if err := testbed.HTTPOK(ctx, http.DefaultClient, url+"/-/ready"); err != nil {
 			problems = append(problems, fmt.Errorf("prometheus: %w", err))
 		} else {
 			fmt.Println("Prometheus: ready")
@@ -333,22 +333,6 @@ func apiserverReady(ctx context.Context, kubeconfig string) error {
 	}
 	_, err = cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 	return err
-}
-
-func httpReady(ctx context.Context, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return errors.New(resp.Status)
-	}
-	return nil
 }
 
 // runningPID returns the daemon's pid if DIR's pid file names a live test bed daemon for DIR. The
@@ -399,16 +383,4 @@ func printEnv(dir string) error {
 	}
 	fmt.Printf("kubeconfig: %s\nPrometheus: %s\nenv file:   %s\n", env["KUBECONFIG"], env["PROMETHEUS_URL"], filepath.Join(dir, envFile))
 	return nil
-}
-
-func tail(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
