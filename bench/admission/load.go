@@ -3,6 +3,8 @@ package admission
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"canarygate.io/canarygate/bench/loadgen"
@@ -12,8 +14,13 @@ import (
 type LoadResult struct {
 	Server string // "canarygate" or "floor"
 	Rate   int
+	// LoadAvg is /proc/loadavg's 1-minute average before the run: the machine is shared.
+	LoadAvg string
 	loadgen.Result
 }
+
+// maxConns bounds the connections to a server, well below the process' file limit.
+const maxConns = 1000
 
 // LoadOptions configure RunLoad.
 type LoadOptions struct {
@@ -43,7 +50,8 @@ func RunLoad(ctx context.Context, s *Servers, reviews *Reviews, opts LoadOptions
 	for _, rate := range opts.Rates {
 		for _, t := range targets {
 			// A client per run: connections opened for one server never serve the other.
-			c, err := loadgen.HTTP1Client(s.CAPEM, 10*time.Second)
+			// The timeout is the webhook configurations' timeoutSeconds: the API server gives up then.
+			c, err := loadgen.HTTP1Client(s.CAPEM, 5*time.Second, maxConns)
 			if err != nil {
 				return nil, err
 			}
@@ -58,6 +66,7 @@ func RunLoad(ctx context.Context, s *Servers, reviews *Reviews, opts LoadOptions
 				}
 				next += w.Sent
 			}
+			load := loadAvg()
 			r, err := loadgen.Run(ctx, loadgen.Config{URL: t.url, Rate: rate, Duration: opts.Duration, Body: body(next), Client: c, Check: t.check})
 			if err != nil {
 				return nil, err
@@ -65,8 +74,20 @@ func RunLoad(ctx context.Context, s *Servers, reviews *Reviews, opts LoadOptions
 			next += r.Sent
 			c.CloseIdleConnections()
 			opts.Logf("%-10s %5d req/s: p50 %v p99 %v, %0.f ok/s, %d failed", t.name, rate, r.P50, r.P99, r.Throughput, r.Failed)
-			out = append(out, LoadResult{Server: t.name, Rate: rate, Result: r})
+			out = append(out, LoadResult{Server: t.name, Rate: rate, LoadAvg: load, Result: r})
 		}
 	}
 	return out, nil
+}
+
+func loadAvg() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(raw))
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
 }

@@ -48,16 +48,18 @@ type Result struct {
 
 // HTTP1Client is a keep-alive HTTP/1.1 client trusting caPEM, as kube-apiserver calls webhooks
 // registered through a Service: it pins http/1.1 (https://issue.k8s.io/75791) and keeps
-// connections in a pool.
-func HTTP1Client(caPEM []byte, timeout time.Duration) (*http.Client, error) {
+// connections in a pool. At most maxConns connections are open at once: an overloaded server
+// then makes requests queue in the client (and time out) instead of exhausting file descriptors.
+func HTTP1Client(caPEM []byte, timeout time.Duration, maxConns int) (*http.Client, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, errors.New("loadgen: no certificate in the CA bundle")
 	}
 	tr := &http.Transport{
 		TLSClientConfig:     &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12},
-		MaxIdleConns:        1024,
-		MaxIdleConnsPerHost: 1024,
+		MaxIdleConns:        maxConns,
+		MaxIdleConnsPerHost: maxConns,
+		MaxConnsPerHost:     maxConns,
 		IdleConnTimeout:     90 * time.Second,
 		// A non-nil empty map turns HTTP/2 off.
 		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},

@@ -28,7 +28,7 @@ func TestRunCountsEveryRequest(t *testing.T) {
 	srv.StartTLS()
 	defer srv.Close()
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	c, err := HTTP1Client(caPEM, 5*time.Second)
+	c, err := HTTP1Client(caPEM, 5*time.Second, 64)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestRunChecksBodies(t *testing.T) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("no")) }))
 	defer srv.Close()
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	c, err := HTTP1Client(caPEM, 5*time.Second)
+	c, err := HTTP1Client(caPEM, 5*time.Second, 64)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,6 +79,8 @@ func StartEnv(ctx context.Context, opts EnvOptions) (e *Env, err error) {
 	e.Pid = e.H.Canarygate.Pid()
 	e.Admin = rest.CopyConfig(bed.Config)
 	e.Admin.QPS, e.Admin.Burst = 400, 800
+	// canarygate's warning on every diverted update is expected here; it would flood the log.
+	e.Admin.WarningHandler = rest.NoWarnings{}
 	return e, nil
 }
 

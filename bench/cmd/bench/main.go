@@ -51,7 +51,7 @@ func main() {
 	flag.StringVar(&f.report, "report", "", "write the report (markdown) from every result in -results to this file")
 	flag.BoolVar(&f.smoke, "smoke", false, "a quick run that only checks the benchmarks still work: admission load at 100 req/s for 2s, nothing stored")
 	flag.IntVar(&f.benchCount, "bench-count", 6, "runs of each Go benchmark (the report gives medians)")
-	flag.StringVar(&f.rates, "rates", "500 2000", "admission load rates, requests per second")
+	flag.StringVar(&f.rates, "rates", "500 1000 2000", "admission load rates, requests per second")
 	flag.DurationVar(&f.duration, "duration", 20*time.Second, "admission load duration per rate and server")
 	flag.StringVar(&f.scaleN, "scale-n", "10 100", "canary counts for the rollout experiment")
 	flag.DurationVar(&f.interval, "interval", 10*time.Second, "analysis interval of the rollout experiment's Canaries")
@@ -122,7 +122,7 @@ func run(ctx context.Context, f flags) error {
 		logf("stage %s done in %s", stage, time.Since(began).Round(time.Second))
 	}
 	if f.report != "" {
-		return writeReport(f.results, f.report)
+		return writeReport(repo, f.results, f.report)
 	}
 	return nil
 }
@@ -231,7 +231,7 @@ func runScale(ctx context.Context, f flags) error {
 		}
 		err = errors.Join(err, env.Stop())
 		if err != nil {
-			return fmt.Errorf("N=%d: %w", n, err)
+			return fmt.Errorf("scale run with %d canaries: %w", n, err)
 		}
 	}
 	return nil

@@ -16,9 +16,9 @@ import (
 	"canarygate.io/canarygate/bench/scale"
 )
 
-// writeReport renders BENCHMARKS.md from the results in dir; a stage without results is reported
-// as not run.
-func writeReport(dir, path string) error {
+// writeReport renders BENCHMARKS.md from the results in dir, followed by the hand-written analysis
+// in bench/NOTES.md; a stage without results is reported as not run.
+func writeReport(repo, dir, path string) error {
 	var b bytes.Buffer
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p("# canarygate benchmarks\n\n")
@@ -46,7 +46,7 @@ func writeReport(dir, path string) error {
 	if err := reportIdle(dir, p); err != nil {
 		return err
 	}
-	if notes, err := os.ReadFile(filepath.Join(filepath.Dir(path), "bench", "NOTES.md")); err == nil {
+	if notes, err := os.ReadFile(filepath.Join(repo, "bench", "NOTES.md")); err == nil {
 		b.Write(notes)
 	}
 	return os.WriteFile(path, b.Bytes(), 0o644)
@@ -116,7 +116,7 @@ func reportAdmission(dir string, p func(string, ...any)) error {
 	p(`Method: one process on the test bed (real kube-apiserver and etcd; no Prometheus) runs two controller-runtime webhook servers with identical options and the same ECDSA P-256 certificate (canarygate's own certificate type): **canarygate** — a manager with `+"`webhook.Register`"+`, its cache of Namespaces, CanaryPolicies and Canaries synced from the API server, exactly as cmd/canarygate serves it — and the **floor**, a no-op handler answering Allowed. An open-loop load generator in the same process (bench/loadgen: request i is sent at start+i/rate whatever the answers, so a slow server cannot slow the load) posts AdmissionReviews of %d bytes: an UPDATE, by Fleet's agent as field manager "fleet" (server-side apply), of the Fleet-applied Deployment of webhook/testdata in an opted-in namespace, changing the image; every request carries a different image, so each one is a new revision for canarygate (its memo never answers; the cold path). Transport: keep-alive HTTP/1.1 over TLS, as kube-apiserver calls webhooks registered through a Service (k8s.io/apiserver pkg/util/webhook pins http/1.1, https://issue.k8s.io/75791; it only allows HTTP/2 to loopback URLs). Each server is loaded for %s per rate after a 2 s warm-up, floor first, then canarygate, in the same run. Latency: from writing the request to reading the whole answer; "p99 from due" also counts the generator's own delay in sending. Loopback only; client and servers share the 2 cores. Every canarygate answer was checked to allow the update with a patch (the template diverted), every floor answer to allow it.
 
 `, f.ReviewBytes, f.Duration)
-	p("| rate (req/s) | server | p50 | p99 | p99 from due | max | achieved (ok/s) | failed |\n|---:|---|---:|---:|---:|---:|---:|---:|\n")
+	p("| rate (req/s) | server | p50 | p99 | p99 from due | max | achieved (ok/s) | failed | machine load before |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	byRate := map[int]map[string]admission.LoadResult{}
 	var rates []int
 	for _, r := range f.Results {
@@ -125,7 +125,7 @@ func reportAdmission(dir string, p func(string, ...any)) error {
 			rates = append(rates, r.Rate)
 		}
 		byRate[r.Rate][r.Server] = r
-		p("| %d | %s | %s | %s | %s | %s | %.0f | %d |\n", r.Rate, r.Server, ms(r.P50), ms(r.P99), ms(r.P99Scheduled), ms(r.Max), r.Throughput, r.Failed)
+		p("| %d | %s | %s | %s | %s | %s | %.0f | %d | %s |\n", r.Rate, r.Server, ms(r.P50), ms(r.P99), ms(r.P99Scheduled), ms(r.Max), r.Throughput, r.Failed, r.LoadAvg)
 	}
 	p("\nRatios canarygate / floor (goal: served p99 within 1.2× of the floor):\n\n| rate | p50 ratio | p99 ratio | goal |\n|---:|---:|---:|---|\n")
 	for _, rate := range rates {
@@ -200,7 +200,7 @@ func reportScale(dir string, p func(string, ...any)) error {
 		p("Not run.\n\n")
 		return nil
 	}
-	p(`Method: for each N a fresh test bed (etcd, kube-apiserver, kube-controller-manager and kube-scheduler with their client QPS raised as the issue advises, kwok, Prometheus) and the real canarygate binary (e2e/harness: under its ServiceAccount and RBAC, webhooks registered by URL over TLS, default flags except those the harness sets and any listed below). canarygate's kubeconfig points at a counting reverse proxy (bench/apiproxy), used by nothing else, so every API request it sends is counted by verb. N Fleet bundles (the seed's demo app: opted-in Namespace, Deployment with 1 replica, Service, Canary) are deployed by the Fleet-style applier (server-side apply, field manager "fleet"), one per namespace. Each Canary's analysis: interval %s, stepWeight 10, maxWeight 50, threshold 5, **no metrics** — each round passes on the canary Deployment's readiness, so the controller is measured without Prometheus query latency (the issue's Flagger runs queried metrics; canarygate's metric queries run in the same round, see below). When every Canary is Initialized, canarygate's requests are counted for the idle window; then every app gets a new image at once (32 concurrent Fleet deploys). Times come from watches of all Canaries and VirtualServices in the bench process: **update → first step** is from the app's Fleet deploy returning to the first VirtualService carrying canary weight 10; **step lateness** is, for each later step (20..50), the time between the VirtualService carrying the previous and this weight, minus the interval (what the issue calls actual step time minus lastAnalysisTime+interval, measured on the traffic side, sub-second: status timestamps have 1 s resolution); **update → Succeeded** ends when the Canary's phase is Succeeded (the Git-owned Deployment promoted and rolled out, generated objects removed). CPU is utime+stime from /proc/<pid>/stat over the rollout; peak RSS is VmHWM from /proc/<pid>/status (the process' peak since it started).
+	p(`Method: for each N a fresh test bed (etcd, kube-apiserver, kube-controller-manager and kube-scheduler with their client QPS raised as the issue advises, kwok, Prometheus) and the real canarygate binary (e2e/harness: under its ServiceAccount and RBAC, webhooks registered by URL over TLS, default flags except those the harness sets and any listed below). canarygate's kubeconfig points at a counting reverse proxy (bench/apiproxy), used by nothing else, so every API request it sends is counted by verb. N Fleet bundles (the seed's demo app: opted-in Namespace, Deployment with 1 replica, Service, Canary) are deployed by the Fleet-style applier (server-side apply, field manager "fleet"), one per namespace. Each Canary's analysis: interval %s, stepWeight 10, maxWeight 50, threshold 5, **no metrics** — each round passes on the canary Deployment's readiness, so the controller is measured without Prometheus query latency (the issue's Flagger runs queried metrics). When every Canary is Initialized, canarygate's requests are counted for the idle window; then every app gets a new image at once (32 concurrent Fleet deploys). Times come from watches of all Canaries and VirtualServices in the bench process: **update → first step** is from the app's Fleet deploy returning to the first VirtualService carrying canary weight 10; **step lateness** is, for each later step (20..50), the time between the VirtualService carrying the previous and this weight, minus the interval (what the issue calls actual step time minus lastAnalysisTime+interval, measured on the traffic side, sub-second: status timestamps have 1 s resolution); **update → Succeeded** ends when the Canary's phase is Succeeded (the Git-owned Deployment promoted and rolled out, generated objects removed). CPU is utime+stime from /proc/<pid>/stat over the rollout; peak RSS is VmHWM from /proc/<pid>/status (the process' peak since it started).
 
 `, res[0].Interval)
 	p("| N | succeeded | update → first step p50 / p99 | step lateness p50 / p99 / max | update → Succeeded p50 / p99 | API requests (rollout) | per canary | idle requests | CPU (rollout) | peak RSS |\n|---:|---:|---|---|---|---:|---:|---|---:|---:|\n")
