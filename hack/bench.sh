@@ -4,7 +4,8 @@
 #   BENCH_STAGES      gobench,admission,scale,idle (default: all)
 #   BENCH_COUNT       runs of each Go benchmark (default 6; the report gives medians)
 #   BENCH_RATES       admission load rates in req/s (default "500 1000 2000")
-#   BENCH_DURATION    admission load per rate and server (default 20s)
+#   BENCH_DURATION    admission load per rate, server and run (default 10s)
+#   BENCH_REPEATS     admission runs per rate and server, alternating (default 3)
 #   BENCH_SCALE_N     canary counts of the rollout experiment (default "10 100"; 200 and 1000 take long)
 #   BENCH_IDLE_N      managed Deployments of the idle experiment (default 10000)
 #   BENCH_IDLE_WINDOW idle measurement window (default 1m)
@@ -22,7 +23,8 @@ exec "${CANARYGATE_CACHE}/bench" \
 	-stages "${BENCH_STAGES:-gobench,admission,scale,idle}" \
 	-bench-count "${BENCH_COUNT:-6}" \
 	-rates "${BENCH_RATES:-500 2000}" \
-	-duration "${BENCH_DURATION:-20s}" \
+	-duration "${BENCH_DURATION:-10s}" \
+	-repeats "${BENCH_REPEATS:-3}" \
 	-scale-n "${BENCH_SCALE_N:-10 100}" \
 	-idle-n "${BENCH_IDLE_N:-10000}" \
 	-idle-window "${BENCH_IDLE_WINDOW:-1m}" \

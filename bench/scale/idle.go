@@ -3,6 +3,7 @@ package scale
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -35,6 +36,8 @@ type IdleResult struct {
 	Requests                          apiproxy.Counts
 	CPU                               time.Duration
 	RSS, PeakRSS                      int64
+	// CreateRetries counts Deployment creates that failed (a webhook timeout) and were retried.
+	CreateRetries int
 	// Settled is false when canarygate was still sending requests when Settle ran out.
 	Settled bool
 }
@@ -63,8 +66,24 @@ func Idle(ctx context.Context, env *Env, opts IdleOptions) (*IdleResult, error) 
 	for i := range opts.Deployments {
 		items = append(items, &app{ns: fmt.Sprintf("idle-%03d", i%opts.Namespaces), name: fmt.Sprintf("app-%05d", i)})
 	}
-	if err := parallel(ctx, items, 32, func(ctx context.Context, a *app) error {
-		return c.Create(ctx, idleDeployment(a.ns, a.name))
+	var retries atomic.Int64
+	if err := parallel(ctx, items, 8, func(ctx context.Context, a *app) error {
+		// canarygate's mutating webhook sees every create; on this shared machine a call can exceed
+		// the webhook's 5 s timeout while canarygate is busy creating Canaries. A GitOps agent
+		// retries; so does this, and the retries are reported.
+		var err error
+		for attempt := range 5 {
+			if err = c.Create(ctx, idleDeployment(a.ns, a.name)); err == nil || apierrors.IsAlreadyExists(err) {
+				return nil
+			}
+			retries.Add(1)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(attempt+1) * time.Second):
+			}
+		}
+		return err
 	}); err != nil {
 		return nil, err
 	}
@@ -74,7 +93,7 @@ func Idle(ctx context.Context, env *Env, opts IdleOptions) (*IdleResult, error) 
 	}); err != nil {
 		return nil, err
 	}
-	res := &IdleResult{Deployments: opts.Deployments, Namespaces: opts.Namespaces, Canaries: opts.Deployments, Window: opts.Window}
+	res := &IdleResult{Deployments: opts.Deployments, Namespaces: opts.Namespaces, Canaries: opts.Deployments, Window: opts.Window, CreateRetries: int(retries.Load())}
 
 	// Wait for a quiet 10 s (at most Settle): the initial wave of Canary creations and status writes
 	// is over.

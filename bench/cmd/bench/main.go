@@ -35,6 +35,7 @@ type flags struct {
 	benchCount int
 	rates      string
 	duration   time.Duration
+	repeats    int
 	scaleN     string
 	interval   time.Duration
 	idleWindow time.Duration
@@ -52,7 +53,8 @@ func main() {
 	flag.BoolVar(&f.smoke, "smoke", false, "a quick run that only checks the benchmarks still work: admission load at 100 req/s for 2s, nothing stored")
 	flag.IntVar(&f.benchCount, "bench-count", 6, "runs of each Go benchmark (the report gives medians)")
 	flag.StringVar(&f.rates, "rates", "500 1000 2000", "admission load rates, requests per second")
-	flag.DurationVar(&f.duration, "duration", 20*time.Second, "admission load duration per rate and server")
+	flag.DurationVar(&f.duration, "duration", 10*time.Second, "admission load duration per rate, server and repeat")
+	flag.IntVar(&f.repeats, "repeats", 3, "admission load runs per rate and server, alternating the servers (the report gives medians)")
 	flag.StringVar(&f.scaleN, "scale-n", "10 100", "canary counts for the rollout experiment")
 	flag.DurationVar(&f.interval, "interval", 10*time.Second, "analysis interval of the rollout experiment's Canaries")
 	flag.DurationVar(&f.idleWindow, "idle-window", time.Minute, "how long idle requests and CPU are measured")
@@ -134,7 +136,7 @@ func smoke(ctx context.Context, repo string) error {
 		return err
 	}
 	defer bed.Stop()
-	res, err := admissionLoad(ctx, repo, bed, []int{100}, 2*time.Second, 0)
+	res, err := admissionLoad(ctx, repo, bed, []int{100}, 2*time.Second, 0, 1)
 	if err != nil {
 		return err
 	}
@@ -168,7 +170,7 @@ func runAdmission(ctx context.Context, repo string, f flags) error {
 		return err
 	}
 	defer bed.Stop()
-	res, err := admissionLoad(ctx, repo, bed, rates, f.duration, 2*time.Second)
+	res, err := admissionLoad(ctx, repo, bed, rates, f.duration, 2*time.Second, f.repeats)
 	if err != nil {
 		return err
 	}
@@ -176,16 +178,17 @@ func runAdmission(ctx context.Context, repo string, f flags) error {
 	if err != nil {
 		return err
 	}
-	return store(f.results, "admission", admissionFile{Duration: f.duration, ReviewBytes: reviews.Size(), Results: res})
+	return store(f.results, "admission", admissionFile{Duration: f.duration, Repeats: f.repeats, ReviewBytes: reviews.Size(), Results: res})
 }
 
 type admissionFile struct {
 	Duration    time.Duration
+	Repeats     int
 	ReviewBytes int
 	Results     []admission.LoadResult
 }
 
-func admissionLoad(ctx context.Context, repo string, bed *testbed.Env, rates []int, d, warmup time.Duration) ([]admission.LoadResult, error) {
+func admissionLoad(ctx context.Context, repo string, bed *testbed.Env, rates []int, d, warmup time.Duration, repeats int) ([]admission.LoadResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	const ns = "bench-admission"
@@ -197,7 +200,7 @@ func admissionLoad(ctx context.Context, repo string, bed *testbed.Env, rates []i
 	if err != nil {
 		return nil, err
 	}
-	return admission.RunLoad(ctx, servers, reviews, admission.LoadOptions{Rates: rates, Duration: d, Warmup: warmup, Logf: logf})
+	return admission.RunLoad(ctx, servers, reviews, admission.LoadOptions{Rates: rates, Duration: d, Warmup: warmup, Repeats: repeats, Logf: logf})
 }
 
 func canarygateArgs(f flags) []string {
