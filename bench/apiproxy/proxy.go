@@ -25,6 +25,7 @@ type Proxy struct {
 
 	mu     sync.Mutex
 	counts Counts
+	perSec map[int64]int64 // requests by Unix second
 	srv    *http.Server
 }
 
@@ -86,7 +87,7 @@ func Start(upstream, caFile string, token func() (string, error)) (*Proxy, error
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{URL: "http://" + l.Addr().String(), counts: Counts{}}
+	p := &Proxy{URL: "http://" + l.Addr().String(), counts: Counts{}, perSec: map[int64]int64{}}
 	var (
 		tokMu  sync.Mutex
 		cached string
@@ -130,9 +131,26 @@ func Start(upstream, caFile string, token func() (string, error)) (*Proxy, error
 }
 
 func (p *Proxy) count(key string) {
+	now := time.Now().Unix()
 	p.mu.Lock()
 	p.counts[key]++
+	p.perSec[now]++
 	p.mu.Unlock()
+}
+
+// Rate summarises the requests per second between from and to: the busiest second, and how many
+// seconds carried at least atLeast requests (a client held at its rate limit shows a plateau).
+func (p *Proxy) Rate(from, to time.Time, atLeast int64) (peak int64, secondsAtLeast int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for s := from.Unix(); s <= to.Unix(); s++ {
+		n := p.perSec[s]
+		peak = max(peak, n)
+		if n >= atLeast {
+			secondsAtLeast++
+		}
+	}
+	return peak, secondsAtLeast
 }
 
 // Counts is a snapshot of the requests so far.

@@ -3,6 +3,7 @@ package apiproxy
 import (
 	"net/url"
 	"testing"
+	"time"
 )
 
 func TestClassify(t *testing.T) {
@@ -46,5 +47,18 @@ func TestCountsArithmetic(t *testing.T) {
 	}
 	if v := after.ByVerb(); v["patch"] != 9 || v["get"] != 2 || v["watch"] != 1 {
 		t.Errorf("ByVerb = %v", v)
+	}
+}
+
+func TestRate(t *testing.T) {
+	p := &Proxy{counts: Counts{}, perSec: map[int64]int64{}}
+	base := time.Unix(1000, 0)
+	p.perSec[1000], p.perSec[1001], p.perSec[1003] = 50, 10, 60
+	peak, near := p.Rate(base, base.Add(3*time.Second), 45)
+	if peak != 60 || near != 2 {
+		t.Errorf("Rate = %d, %d; want 60, 2", peak, near)
+	}
+	if peak, near := p.Rate(base.Add(time.Second), base.Add(2*time.Second), 45); peak != 10 || near != 0 {
+		t.Errorf("Rate over a quiet span = %d, %d; want 10, 0", peak, near)
 	}
 }

@@ -50,7 +50,11 @@ type RolloutResult struct {
 	PeakRSS, RSSAfter             int64
 	SetupDuration, UpdateDuration time.Duration
 	Args                          []string
-	Interval                      time.Duration
+	// PeakRate is the busiest second of canarygate's requests during the rollout; SecondsNearLimit
+	// counts the seconds with at least 45 requests (90% of canarygate's default 50/s client limit).
+	PeakRate         int64
+	SecondsNearLimit int
+	Interval         time.Duration
 }
 
 // app is one Fleet bundle (Namespace, Deployment, Service, Canary) in its own namespace.
@@ -146,6 +150,7 @@ func Rollout(ctx context.Context, env *Env, opts RolloutOptions) (*RolloutResult
 	}
 	res.RolloutWall = time.Since(start)
 	res.RolloutRequests = env.Proxy.Counts().Sub(c0)
+	res.PeakRate, res.SecondsNearLimit = env.Proxy.Rate(start, time.Now(), 45)
 	res.RolloutCPU = mustCPU(env.Pid) - cpu0
 	res.RSSAfter, res.PeakRSS, err = ProcMemory(env.Pid)
 	if err != nil {

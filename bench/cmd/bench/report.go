@@ -240,6 +240,9 @@ func reportScale(dir string, p func(string, ...any)) error {
 	p("\nRequests by verb and resource:\n\n")
 	for _, r := range res {
 		p("- N=%d, rollout (%s wall, until all finished): %s. By resource: %s.\n", r.N, sec(r.RolloutWall), verbs(r.RolloutRequests), detail(r.RolloutRequests))
+		if r.PeakRate > 0 {
+			p("  Busiest second: %d requests; %d seconds at ≥ 45 requests (90%% of canarygate's default client limit of 50/s).\n", r.PeakRate, r.SecondsNearLimit)
+		}
 		p("- N=%d, idle %s: %s.\n", r.N, r.IdleWindow, detailOrNone(r.IdleRequests))
 		if len(r.Args) > 0 {
 			p("  canarygate flags added: `%s`.\n", strings.Join(r.Args, " "))
