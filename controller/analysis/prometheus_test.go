@@ -4,21 +4,15 @@ import (
 	"context"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"io"
 	"log"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,6 +23,7 @@ import (
 	promconfig "github.com/prometheus/common/config"
 
 	"canarygate.io/canarygate/api/v1alpha1"
+	"canarygate.io/canarygate/e2e/testbed"
 )
 
 // istioBuckets are Istio's default request-duration buckets in milliseconds.
@@ -74,82 +69,8 @@ func newIstioSimulator(t *testing.T) *httptest.Server {
 	return srv
 }
 
-// startPrometheus runs the prometheus binary (Debian's package; hack/install-prometheus.sh installs
-// it when missing) scraping target every second, and returns its URL once it is ready.
-func startPrometheus(t *testing.T, target string) string {
-	t.Helper()
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		out, err := exec.Command("bash", "../../hack/install-prometheus.sh").Output()
-		if err != nil {
-			t.Fatalf("prometheus is not installed and hack/install-prometheus.sh failed: %v", err)
-		}
-		bin = strings.TrimSpace(string(out))
-	}
-
-	dir := t.TempDir()
-	config := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n- job_name: istio\n  static_configs:\n  - targets: [%q]\n", target)
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-
-	logFile, err := os.Create(filepath.Join(dir, "prometheus.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin,
-		"--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test binary
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		_ = logFile.Close()
-	})
-
-	promURL := "http://" + addr
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		select {
-		case err := <-exited:
-			out, _ := os.ReadFile(logFile.Name())
-			t.Fatalf("prometheus exited: %v\n%s", err, out)
-		default:
-		}
-		if resp, err := http.Get(promURL + "/-/ready"); err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return promURL
-			}
-		}
-		if time.Now().After(deadline) {
-			out, _ := os.ReadFile(logFile.Name())
-			t.Fatalf("prometheus not ready after 60s\n%s", out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// eventually polls f until it returns nil or a minute passes; Prometheus needs two scrapes of a
-// target before rate() has a value.
+// eventually polls f until it returns nil or a minute passes; Prometheus picks up an added target
+// within about a second and needs two scrapes of it before rate() has a value.
 func eventually(t *testing.T, what string, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
@@ -192,7 +113,20 @@ func authProxy(t *testing.T, promURL, want string, tls bool) *httptest.Server {
 
 func TestPrometheus(t *testing.T) {
 	sim := newIstioSimulator(t)
-	promURL := startPrometheus(t, strings.TrimPrefix(sim.URL, "http://"))
+	// The test bed's Prometheus alone: it scrapes its targets every second.
+	env, err := testbed.Start(t.Context(), testbed.Options{PrometheusOnly: true, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := env.AddScrapeTarget("istio", sim.Listener.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	promURL := env.PrometheusURL
 	ctx := context.Background()
 
 	p, err := NewPrometheus(promURL, promconfig.HTTPClientConfig{})

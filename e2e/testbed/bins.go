@@ -62,9 +62,31 @@ func declaresModule(gomod []byte, path string) bool {
 	return false
 }
 
-// locateBinaries runs hack/testbed-bins.sh (a no-op after the first build on a machine) and, when
-// Prometheus is wanted and missing, hack/install-prometheus.sh.
-func locateBinaries(ctx context.Context, repo string, withPrometheus bool, logf func(string, ...any)) (*binaries, error) {
+// locateBinaries runs hack/testbed-bins.sh (a no-op after the first build on a machine) when the control
+// plane is wanted and, when Prometheus is wanted and missing, hack/install-prometheus.sh.
+func locateBinaries(ctx context.Context, repo string, controlPlane, withPrometheus bool, logf func(string, ...any)) (*binaries, error) {
+	b := &binaries{}
+	var err error
+	if controlPlane {
+		if b, err = locateControlPlane(ctx, repo, logf); err != nil {
+			return nil, err
+		}
+	}
+	if withPrometheus {
+		if b.prometheus, err = exec.LookPath("prometheus"); err != nil {
+			logf("prometheus not found; installing the Debian package")
+			out, err := runScript(ctx, repo, "hack/install-prometheus.sh")
+			if err != nil {
+				return nil, err
+			}
+			b.prometheus = strings.TrimSpace(out)
+		}
+	}
+	return b, nil
+}
+
+// locateControlPlane finds etcd, the Kubernetes components and kwok, building them the first time.
+func locateControlPlane(ctx context.Context, repo string, logf func(string, ...any)) (*binaries, error) {
 	logf("locating control-plane binaries (building them the first time takes about 10 minutes)")
 	out, err := runScript(ctx, repo, "hack/testbed-bins.sh")
 	if err != nil {
@@ -90,16 +112,6 @@ func locateBinaries(ctx context.Context, repo string, withPrometheus bool, logf 
 	for _, bin := range []string{b.etcd, b.apiserver, b.controllerManager, b.scheduler, b.kwok} {
 		if _, err := os.Stat(bin); err != nil {
 			return nil, fmt.Errorf("hack/testbed-bins.sh did not produce %s: %w", bin, err)
-		}
-	}
-	if withPrometheus {
-		if b.prometheus, err = exec.LookPath("prometheus"); err != nil {
-			logf("prometheus not found; installing the Debian package")
-			out, err := runScript(ctx, repo, "hack/install-prometheus.sh")
-			if err != nil {
-				return nil, err
-			}
-			b.prometheus = strings.TrimSpace(out)
 		}
 	}
 	return b, nil

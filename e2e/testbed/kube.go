@@ -57,13 +57,22 @@ func newScheme() *runtime.Scheme {
 	return s
 }
 
+// errNoControlPlane is what Client and Clientset return for a test bed started with PrometheusOnly.
+var errNoControlPlane = errors.New("test bed runs Prometheus only, without Kubernetes")
+
 // Client returns a controller-runtime client for the admin user, using Scheme.
 func (e *Env) Client() (client.Client, error) {
+	if e.Config == nil {
+		return nil, errNoControlPlane
+	}
 	return client.New(e.Config, client.Options{Scheme: Scheme})
 }
 
 // Clientset returns a client-go clientset for the admin user.
 func (e *Env) Clientset() (kubernetes.Interface, error) {
+	if e.Config == nil {
+		return nil, errNoControlPlane
+	}
 	return newClientset(e.Config)
 }
 

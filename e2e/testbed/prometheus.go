@@ -61,6 +61,17 @@ func newPrometheus(dir, bin string, port int) (*prometheus, error) {
 	return p, nil
 }
 
+// launchPrometheus starts the test bed's Prometheus on port without waiting for it to be ready.
+func (e *Env) launchPrometheus(bin string, port int) error {
+	prom, err := newPrometheus(filepath.Join(e.Dir, "prometheus"), bin, port)
+	if err != nil {
+		return err
+	}
+	e.prom, e.PrometheusURL = prom, prom.url
+	e.promProc, err = prom.start(e.logDir)
+	return err
+}
+
 func (p *prometheus) start(logDir string) (*process, error) {
 	return startProcess(logDir, "prometheus", p.bin, p.args...)
 }

@@ -2,6 +2,7 @@
 // tests: etcd, kube-apiserver, kube-controller-manager and kube-scheduler built from source, kwok faking a
 // node and its pods (so Deployments really roll out and become Available), and a real Prometheus.
 // Everything listens on 127.0.0.1 on free ports and runs as child processes in their own process groups.
+// Tests that only query metrics can run Prometheus alone (Options.PrometheusOnly).
 package testbed
 
 import (
@@ -28,6 +29,10 @@ type Options struct {
 	Dir string
 	// NoPrometheus skips Prometheus; it is started unless this is set.
 	NoPrometheus bool
+	// PrometheusOnly runs Prometheus alone, for tests that need metrics but no Kubernetes: the
+	// control-plane binaries are neither built nor started, so Kubeconfig, Config, APIServerURL,
+	// NodeName and CAFile stay empty and Client and Clientset fail. It excludes NoPrometheus.
+	PrometheusOnly bool
 	// KubeAPIQPS is kube-controller-manager's and kube-scheduler's --kube-api-qps (0 keeps their
 	// defaults); the burst is twice that.
 	KubeAPIQPS int
@@ -38,12 +43,12 @@ type Options struct {
 // Env is a running test bed.
 type Env struct {
 	Dir           string
-	Kubeconfig    string       // admin kubeconfig file (client certificate in system:masters)
-	Config        *rest.Config // admin; QPS 100, burst 200 (tests create objects in bulk)
-	APIServerURL  string       // https://127.0.0.1:PORT
+	Kubeconfig    string       // admin kubeconfig file (client certificate in system:masters); "" with PrometheusOnly
+	Config        *rest.Config // admin; QPS 100, burst 200 (tests create objects in bulk); nil with PrometheusOnly
+	APIServerURL  string       // https://127.0.0.1:PORT; "" with PrometheusOnly
 	PrometheusURL string       // http://127.0.0.1:PORT, "" with NoPrometheus
-	NodeName      string       // the kwok node pods are scheduled to
-	CAFile        string       // CA of kube-apiserver's serving certificate and of every client certificate
+	NodeName      string       // the kwok node pods are scheduled to; "" with PrometheusOnly
+	CAFile        string       // CA of kube-apiserver's serving certificate and of every client certificate; "" with PrometheusOnly
 
 	opts    Options
 	logf    func(string, ...any)
@@ -62,8 +67,12 @@ const startTimeout = 3 * time.Minute
 
 // Start starts a test bed and returns once every component is ready: the API server answers /readyz,
 // controller manager and scheduler are healthy, the kwok node is Ready and untainted, the canarygate and
-// Istio CRDs are Established, and Prometheus (unless disabled) is ready. On error nothing is left running.
+// Istio CRDs are Established, and Prometheus (unless disabled) is ready. With PrometheusOnly it returns once
+// Prometheus is ready. On error nothing is left running.
 func Start(ctx context.Context, opts Options) (*Env, error) {
+	if opts.PrometheusOnly && opts.NoPrometheus {
+		return nil, errors.New("test bed options PrometheusOnly and NoPrometheus exclude each other")
+	}
 	began := time.Now()
 	e := &Env{opts: opts, logf: opts.Logf}
 	if e.logf == nil {
@@ -76,7 +85,7 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 	if err := e.prepareDir(repo); err != nil {
 		return nil, err
 	}
-	bins, err := locateBinaries(ctx, repo, !opts.NoPrometheus, e.logf)
+	bins, err := locateBinaries(ctx, repo, !opts.PrometheusOnly, !opts.NoPrometheus, e.logf)
 	if err != nil {
 		e.removeTempDir()
 		return nil, err
@@ -88,6 +97,10 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 		err = fmt.Errorf("%w\n%s", err, e.logTails(25))
 		_ = e.Stop()
 		return nil, err
+	}
+	if opts.PrometheusOnly {
+		e.logf("Prometheus alone ready in %s: %s, dir %s", time.Since(began).Round(time.Millisecond), e.PrometheusURL, e.Dir)
+		return e, nil
 	}
 	e.logf("test bed ready in %s: API server %s, Prometheus %q, dir %s", time.Since(began).Round(time.Millisecond), e.APIServerURL, e.PrometheusURL, e.Dir)
 	return e, nil
@@ -124,6 +137,17 @@ func (e *Env) prepareDir(repo string) error {
 }
 
 func (e *Env) start(ctx context.Context, repo string, bins *binaries) error {
+	if e.opts.PrometheusOnly {
+		ports, err := freePorts(1)
+		if err != nil {
+			return err
+		}
+		if err := e.launchPrometheus(bins.prometheus, ports[0]); err != nil {
+			return err
+		}
+		return e.prom.waitReady(ctx, e.promProc)
+	}
+
 	ports, err := freePorts(6)
 	if err != nil {
 		return err
@@ -148,12 +172,7 @@ func (e *Env) start(ctx context.Context, repo string, bins *binaries) error {
 
 	// Prometheus needs nothing from Kubernetes: it starts first and becomes ready alongside the rest.
 	if !e.opts.NoPrometheus {
-		e.prom, err = newPrometheus(filepath.Join(e.Dir, "prometheus"), bins.prometheus, promPort)
-		if err != nil {
-			return err
-		}
-		e.PrometheusURL = e.prom.url
-		if e.promProc, err = e.prom.start(e.logDir); err != nil {
+		if err := e.launchPrometheus(bins.prometheus, promPort); err != nil {
 			return err
 		}
 	}

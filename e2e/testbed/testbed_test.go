@@ -196,9 +196,47 @@ func TestCRDsServed(t *testing.T) {
 	}
 }
 
-// Prometheus answers queries, scrapes a target added at run time, and keeps its data across a restart.
-func TestPrometheus(t *testing.T) {
-	env := testbed.Shared()
+func TestPrometheus(t *testing.T) { checkPrometheus(t, testbed.Shared()) }
+
+// With PrometheusOnly, Prometheus runs alone and works as in the full test bed; there is no Kubernetes,
+// and Stop stops Prometheus and removes the directory.
+func TestPrometheusOnly(t *testing.T) {
+	if _, err := testbed.Start(t.Context(), testbed.Options{PrometheusOnly: true, NoPrometheus: true}); err == nil {
+		t.Error("PrometheusOnly with NoPrometheus started, want an error")
+	}
+	env, err := testbed.Start(t.Context(), testbed.Options{PrometheusOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	if env.Config != nil || env.Kubeconfig != "" || env.APIServerURL != "" || env.NodeName != "" || env.CAFile != "" {
+		t.Errorf("Kubernetes fields set without Kubernetes: config %v, kubeconfig %q, API server %q, node %q, CA %q",
+			env.Config, env.Kubeconfig, env.APIServerURL, env.NodeName, env.CAFile)
+	}
+	if _, err := env.Client(); err == nil {
+		t.Error("Client succeeded without Kubernetes, want an error")
+	}
+	if _, err := env.Clientset(); err == nil {
+		t.Error("Clientset succeeded without Kubernetes, want an error")
+	}
+
+	checkPrometheus(t, env)
+
+	if err := env.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := testbed.HTTPOK(t.Context(), http.DefaultClient, env.PrometheusURL+"/-/ready"); err == nil {
+		t.Error("Prometheus still answers after Stop")
+	}
+	if _, err := os.Stat(env.Dir); !os.IsNotExist(err) {
+		t.Errorf("test bed directory %s left after Stop: %v", env.Dir, err)
+	}
+}
+
+// checkPrometheus checks that env's Prometheus answers queries, scrapes a target added at run time, and
+// keeps its data across a restart.
+func checkPrometheus(t *testing.T, env *testbed.Env) {
+	t.Helper()
 	pc, err := promapi.NewClient(promapi.Config{Address: env.PrometheusURL})
 	if err != nil {
 		t.Fatal(err)
