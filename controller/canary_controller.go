@@ -233,7 +233,7 @@ func (r *canaryReconciler) observe(ctx context.Context, c *v1alpha1.Canary, x *f
 		return canary.Input{}, nil, fmt.Errorf("hashing the Deployment's template: %w", err)
 	}
 	in.StableRevision = stable
-	in.TargetRolledOut, _ = rolledOut(&target)
+	in.TargetRolledOut, in.TargetMessage = rolloutState(&target)
 	in.Pending = target.Annotations[v1alpha1.DesiredRevisionAnnotation]
 
 	if in.Pending != "" && in.Pending != stable {

@@ -12,9 +12,8 @@ import (
 // resolved is the analysis that applies to one Canary.
 type resolved struct {
 	canary.Settings
-	Analysis         v1alpha1.CanaryAnalysis
-	ProgressDeadline time.Duration
-	MetricsServer    string
+	Analysis      v1alpha1.CanaryAnalysis
+	MetricsServer string
 	// Warning explains a setting that was replaced by a default or a bound (for the logs).
 	Warning string
 }
@@ -32,7 +31,8 @@ func resolveSettings(c *v1alpha1.Canary, eff policy.Effective, opts *Options) re
 	default:
 		a = *def.DeepCopy()
 	}
-	r := resolved{Analysis: a, MetricsServer: opts.MetricsServer, ProgressDeadline: opts.DefaultProgressDeadline}
+	r := resolved{Analysis: a, MetricsServer: opts.MetricsServer}
+	r.ProgressDeadline = opts.DefaultProgressDeadline
 
 	interval, err := time.ParseDuration(a.Interval)
 	if a.Interval == "" || err != nil || interval <= 0 {

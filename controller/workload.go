@@ -217,6 +217,27 @@ func rolledOut(d *appsv1.Deployment) (bool, string) {
 	return true, ""
 }
 
+// rolloutState is rolledOut with, when the rollout is not done, the messages of the Deployment's own
+// conditions that say why: Progressing names the new ReplicaSet, and Available=False or
+// ReplicaFailure say what is missing.
+func rolloutState(d *appsv1.Deployment) (bool, string) {
+	done, msg := rolledOut(d)
+	if done {
+		return true, ""
+	}
+	for _, c := range d.Status.Conditions {
+		switch {
+		case c.Type == appsv1.DeploymentProgressing,
+			c.Type == appsv1.DeploymentAvailable && c.Status == corev1.ConditionFalse,
+			c.Type == appsv1.DeploymentReplicaFailure && c.Status == corev1.ConditionTrue:
+			if c.Message != "" {
+				msg += fmt.Sprintf("; %s: %s", c.Type, c.Message)
+			}
+		}
+	}
+	return false, msg
+}
+
 // deadlineExceeded reports whether the Deployment controller gave up on the rollout.
 func deadlineExceeded(d *appsv1.Deployment) bool {
 	for _, c := range d.Status.Conditions {

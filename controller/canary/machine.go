@@ -2,6 +2,17 @@
 // (the Canary's status, the Git-owned Deployment, the canary workload, an analysis round) to the
 // next status and the ordered actions that get there. It does no I/O, so every transition is
 // table-tested; the reconciler gathers the facts, runs the actions and writes the status.
+//
+// A promotion that stalls is reported, never rolled back. Once the promotion write went through,
+// the Git-owned Deployment carries the template Git asks for: writing the old one back would fight
+// Git (the GitOps agent re-applies its template, the webhook holds it as a new revision, and the
+// Deployment would never settle), and it would not be safer either: the Deployment's rolling update
+// keeps its old pods serving until new ones are available, and the traffic stays split between it and
+// the canary at the weight the analysis approved. So past the progress deadline the Canary says,
+// once, what does not become available (Promoted=False, reason PromotionStalled, and a Warning Event
+// on the Canary and the Deployment) and keeps waiting for the rollout; the way out is Git's (a fix
+// or a revert, which arrives as a new revision), and the abort action routes all traffic to the
+// Deployment meanwhile.
 package canary
 
 import (
@@ -32,6 +43,10 @@ type Settings struct {
 	SkipAnalysis bool
 	// Hooks says which webhook types are configured; a gate that is not configured is open.
 	Hooks map[v1alpha1.HookType]bool
+	// ProgressDeadline is how long the Git-owned Deployment may take to roll out a promoted
+	// revision before the Canary reports the promotion stalled; zero means no deadline. (The canary
+	// Deployment carries the same deadline itself: see Workload.Failed.)
+	ProgressDeadline time.Duration
 }
 
 // Workload is what the cache shows of the generated canary Deployment.
@@ -74,6 +89,9 @@ type Input struct {
 	Blocked string
 	// TargetRolledOut: the Git-owned Deployment's current generation is fully rolled out and available.
 	TargetRolledOut bool
+	// TargetMessage says what of the Git-owned Deployment's rollout is not done (its progress and
+	// its own conditions' messages); empty when TargetRolledOut.
+	TargetMessage string
 	// Canary is the generated canary Deployment.
 	Canary Workload
 
@@ -267,9 +285,16 @@ func (m *machine) action() bool {
 		m.event(false, "Retry", fmt.Sprintf("retrying revision %s by action", m.st.FailedRevision), false)
 		m.st.FailedRevision = ""
 	case v1alpha1.ActionAbort:
-		if m.st.Phase != v1alpha1.PhaseProgressing && m.st.Phase != v1alpha1.PhaseWaiting {
+		switch m.st.Phase {
+		case v1alpha1.PhasePromoting:
+			if m.promotionWritten() {
+				m.abortPromotion()
+				return false
+			}
+		case v1alpha1.PhaseProgressing, v1alpha1.PhaseWaiting:
+		default:
 			m.event(true, "ActionIgnored", fmt.Sprintf("abort: nothing to abort in phase %s", m.st.Phase), false)
-			break
+			return true
 		}
 		m.rollback("aborted by action")
 		return false
@@ -486,17 +511,21 @@ func (m *machine) nextWeight() int {
 
 func (m *machine) toPromoting(why string) {
 	m.setPhase(v1alpha1.PhasePromoting, fmt.Sprintf("promoting revision %s (%s); waiting for the Deployment to roll it out", m.st.CanaryRevision, why))
+	m.condition(v1alpha1.ConditionPromoted, false, "Promoting", fmt.Sprintf("revision %s is being promoted", m.st.CanaryRevision))
 	m.event(false, "Promoting", fmt.Sprintf("promoting revision %s: %s", m.st.CanaryRevision, why), true)
 	m.promoting()
 }
 
+// promotionWritten reports whether the Git-owned Deployment already carries the revision in flight.
+func (m *machine) promotionWritten() bool {
+	return m.st.CanaryRevision != "" && m.in.StableRevision == m.st.CanaryRevision
+}
+
 func (m *machine) promoting() {
 	rev := m.st.CanaryRevision
-	if m.in.StableRevision == rev {
+	if m.promotionWritten() {
 		if !m.in.TargetRolledOut {
-			// The message stays the one set on entering Promoting: one status write fewer.
-			// The Deployment's watch wakes the Canary when its rollout completes.
-			m.requeueAfter(m.in.Settings.Interval)
+			m.awaitRollout(rev)
 			return
 		}
 		m.setPhase(v1alpha1.PhaseFinalising, fmt.Sprintf("revision %s rolled out; routing all traffic to it", rev))
@@ -516,6 +545,59 @@ func (m *machine) promoting() {
 	}
 	m.act(Action{Kind: ActPromote, Revision: rev})
 	m.requeueAfter(m.in.Settings.Interval)
+}
+
+// awaitRollout waits for the Git-owned Deployment to roll out the promoted revision. Past the
+// progress deadline, counted from entering Promoting, it reports the stall once and keeps waiting
+// (see the package doc for why it never rolls back). The message stays the one set on entering
+// Promoting, or on stalling, so the replica counts moving do not each cost a status write; the
+// Deployment's watch wakes the Canary when its rollout completes.
+func (m *machine) awaitRollout(rev string) {
+	s := m.in.Settings
+	m.requeueAfter(s.Interval)
+	if s.ProgressDeadline <= 0 || m.stalled() {
+		return
+	}
+	if left := m.st.LastTransitionTime.Add(s.ProgressDeadline).Sub(m.in.Now); left > 0 {
+		m.requeueAfter(min(s.Interval, left))
+		return
+	}
+	msg := fmt.Sprintf("revision %s was written into the Deployment but did not roll out within %s: %s. "+
+		"Still waiting, with no automatic rollback: the Deployment carries the template Git asks for. "+
+		"Fix or revert it in Git, or set %s: %s to route all traffic to the Deployment",
+		rev, s.ProgressDeadline, m.in.TargetMessage, v1alpha1.ActionAnnotation, v1alpha1.ActionAbort)
+	m.st.Message = msg
+	m.condition(v1alpha1.ConditionPromoted, false, ReasonPromotionStalled, msg)
+	m.event(true, ReasonPromotionStalled, msg, true)
+}
+
+// ReasonPromotionStalled is the Promoted condition's reason, and the Event's, when the promoted
+// revision did not roll out within the progress deadline.
+const ReasonPromotionStalled = "PromotionStalled"
+
+// stalled reports whether the stall of the current promotion was already reported.
+func (m *machine) stalled() bool {
+	c := meta.FindStatusCondition(m.st.Conditions, v1alpha1.ConditionPromoted)
+	return c != nil && c.Reason == ReasonPromotionStalled
+}
+
+// abortPromotion ends a promotion whose write went through: all traffic goes to the Deployment and
+// the canary workload is removed. The Deployment keeps Git's template (the package doc says why), so
+// the revision is not held as failed: it is already the stable one.
+func (m *machine) abortPromotion() {
+	rev := m.st.CanaryRevision
+	m.act(Action{Kind: ActFinalize})
+	m.act(Action{Kind: ActDeleteGenerated})
+	m.st.CanaryRevision = ""
+	m.st.CanaryWeight = 0
+	msg := fmt.Sprintf("promotion of revision %s aborted by action: all traffic goes to the Deployment, "+
+		"which keeps the template of revision %s that Git asks for (canarygate does not write an older template over Git's; revert it in Git to go back)", rev, rev)
+	if !m.in.TargetRolledOut && m.in.TargetMessage != "" {
+		msg += "; its rollout: " + m.in.TargetMessage
+	}
+	m.setPhase(v1alpha1.PhaseFailed, msg)
+	m.condition(v1alpha1.ConditionPromoted, false, "PromotionAborted", msg)
+	m.event(true, "PromotionAborted", msg, true)
 }
 
 func (m *machine) finalise() {

@@ -18,7 +18,7 @@ var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 func at(d time.Duration) *metav1.Time { t := metav1.NewTime(t0.Add(d)); return &t }
 
 func settings() Settings {
-	return Settings{Interval: 5 * time.Second, Threshold: 2, MaxWeight: 50, StepWeight: 10}
+	return Settings{Interval: 5 * time.Second, Threshold: 2, MaxWeight: 50, StepWeight: 10, ProgressDeadline: time.Minute}
 }
 
 // base is a Deployment at stable revision "s1" with nothing pending and an idle Canary.
@@ -43,9 +43,23 @@ func flight(w int, d time.Duration) Input {
 		in.Status.Iterations = w / 10
 	}
 	in.Status.LastAnalysisTime = at(-d)
+	in.Status.LastTransitionTime = *at(-d)
 	in.Canary = Workload{Exists: true, Revision: "p1", Ready: true}
 	return in
 }
+
+// promoted is revision "p1" written into the Deployment by a promotion that began d ago, its rollout
+// not done.
+func promoted(d time.Duration) Input {
+	in := flight(50, d)
+	in.Status.Phase = v1alpha1.PhasePromoting
+	in.StableRevision, in.Pending = "p1", ""
+	in.TargetMessage = `1 of 2 replicas updated; Progressing: ReplicaSet "web-7d9" is progressing.`
+	return in
+}
+
+// stalledCondition is the Promoted condition of a promotion whose stall was reported.
+var stalledCondition = []metav1.Condition{{Type: v1alpha1.ConditionPromoted, Status: metav1.ConditionFalse, Reason: ReasonPromotionStalled, Message: "stalled"}}
 
 func actions(d Decision) string {
 	var out []string
@@ -92,6 +106,7 @@ type want struct {
 	message      string // substring
 	analysedNow  bool   // lastAnalysisTime == now
 	conditions   map[string]metav1.ConditionStatus
+	reasons      map[string]string // condition type → reason
 }
 
 func TestDecide(t *testing.T) {
@@ -406,6 +421,71 @@ func TestDecide(t *testing.T) {
 			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 50, iterations: 5, requeueAfter: 5 * time.Second},
 		},
 		{
+			name: "Promoting: rollout under way, the deadline nearer than an interval: wake at the deadline",
+			in:   promoted(58 * time.Second),
+			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 50, iterations: 5, requeueAfter: 2 * time.Second},
+		},
+		{
+			name: "Promoting: past the progress deadline: the stall is reported, the release keeps waiting",
+			in:   promoted(61 * time.Second),
+			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 50, iterations: 5, requeueAfter: 5 * time.Second,
+				events: "PromotionStalled+target", message: `did not roll out within 1m0s: 1 of 2 replicas updated; Progressing: ReplicaSet "web-7d9" is progressing.`,
+				conditions: map[string]metav1.ConditionStatus{v1alpha1.ConditionPromoted: metav1.ConditionFalse},
+				reasons:    map[string]string{v1alpha1.ConditionPromoted: ReasonPromotionStalled}},
+		},
+		{
+			name: "Promoting: a reported stall is not reported again",
+			in:   with(promoted(10*time.Minute), func(in *Input) { in.Status.Conditions = stalledCondition }),
+			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 50, iterations: 5, requeueAfter: 5 * time.Second,
+				reasons: map[string]string{v1alpha1.ConditionPromoted: ReasonPromotionStalled}},
+		},
+		{
+			name: "Promoting: without a progress deadline the rollout is awaited without a stall",
+			in:   with(promoted(time.Hour), func(in *Input) { in.Settings.ProgressDeadline = 0 }),
+			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 50, iterations: 5, requeueAfter: 5 * time.Second},
+		},
+		{
+			name: "Promoting: a stalled rollout that completes after all is promoted",
+			in: with(promoted(10*time.Minute), func(in *Input) {
+				in.Status.Conditions = stalledCondition
+				in.TargetRolledOut, in.TargetMessage = true, ""
+			}),
+			want: want{phase: v1alpha1.PhaseFinalising, canaryRev: "p1", weight: 50, iterations: 5, requeue: true},
+		},
+		{
+			name: "Promoting: a newer revision waits while a stalled promotion waits",
+			in: with(promoted(10*time.Minute), func(in *Input) {
+				in.Status.Conditions = stalledCondition
+				in.Pending = "p2"
+			}),
+			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 50, iterations: 5, requeueAfter: 5 * time.Second},
+		},
+		{
+			name: "action abort of a stalled promotion: all traffic to the Deployment, which keeps Git's template",
+			in: with(promoted(10*time.Minute), func(in *Input) {
+				in.Status.Conditions = stalledCondition
+				in.Action = v1alpha1.ActionAbort
+			}),
+			want: want{phase: v1alpha1.PhaseFailed, iterations: 5, actions: "Finalize, DeleteGenerated", events: "PromotionAborted+target", actionDone: true,
+				message: `keeps the template of revision p1 that Git asks for (canarygate does not write an older template over Git's; revert it in Git to go back); its rollout: 1 of 2 replicas updated`,
+				reasons: map[string]string{v1alpha1.ConditionPromoted: "PromotionAborted"}},
+		},
+		{
+			name: "action abort in Promoting before the write: a rollback, the revision held",
+			in:   with(flight(50, time.Second), func(in *Input) { in.Status.Phase = v1alpha1.PhasePromoting; in.Action = v1alpha1.ActionAbort }),
+			want: want{phase: v1alpha1.PhaseFailed, iterations: 5, failedRev: "p1", actions: "Finalize, DeleteGenerated", events: "RolledBack+target", actionDone: true, message: "aborted by action"},
+		},
+		{
+			name: "action abort while Finalising: ignored, the promotion completes",
+			in: with(promoted(time.Second), func(in *Input) {
+				in.Status.Phase = v1alpha1.PhaseFinalising
+				in.TargetRolledOut = true
+				in.Action = v1alpha1.ActionAbort
+			}),
+			want: want{phase: v1alpha1.PhaseSucceeded, iterations: 5, actions: "Finalize, DeleteGenerated", events: "ActionIgnored, Promoted+target", actionDone: true,
+				reasons: map[string]string{v1alpha1.ConditionPromoted: "Succeeded"}},
+		},
+		{
 			name: "Promoting: rolled out, Finalising next",
 			in: with(flight(50, time.Second), func(in *Input) {
 				in.Status.Phase = v1alpha1.PhasePromoting
@@ -571,6 +651,11 @@ func TestDecide(t *testing.T) {
 					t.Errorf("condition %s = %+v, want %s", typ, c, s)
 				}
 			}
+			for typ, reason := range w.reasons {
+				if c := meta.FindStatusCondition(st.Conditions, typ); c == nil || c.Reason != reason {
+					t.Errorf("condition %s = %+v, want reason %s", typ, c, reason)
+				}
+			}
 		})
 	}
 }
@@ -588,7 +673,8 @@ func TestDecideIsStableWhenNothingChanges(t *testing.T) {
 			in.Status.Phase = v1alpha1.PhaseFailed
 			return in
 		}(),
-		"suspended wait": func() Input { in := base(); in.Pending = "p1"; in.Suspend = true; return in }(),
+		"suspended wait":    func() Input { in := base(); in.Pending = "p1"; in.Suspend = true; return in }(),
+		"stalled promotion": promoted(2 * time.Minute),
 	} {
 		t.Run(name, func(t *testing.T) {
 			first := Decide(in)
@@ -602,6 +688,9 @@ func TestDecideIsStableWhenNothingChanges(t *testing.T) {
 				if a.Kind != ActEnsureCanary {
 					t.Errorf("unexpected action %v", a)
 				}
+			}
+			if len(second.Events) > 0 {
+				t.Errorf("events repeated without a change in the world: %+v", second.Events)
 			}
 		})
 	}
