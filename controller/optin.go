@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -82,8 +83,9 @@ func (r *namespaceReconciler) Reconcile(ctx context.Context, req reconcile.Reque
 	return reconcile.Result{}, nil
 }
 
-// autoCanaryReconciler creates a Canary for every managed Deployment that no Canary targets. It
-// never changes an existing Canary: users who keep theirs in Git own its spec.
+// autoCanaryReconciler creates a Canary for every managed Deployment that no Canary targets, and
+// deletes the idle ones it created once their Deployment is no longer managed. It never changes an
+// existing Canary and never deletes one it did not create: users who keep theirs in Git own it.
 type autoCanaryReconciler struct{ *env }
 
 func (r *autoCanaryReconciler) setup(mgr ctrl.Manager) error {
@@ -99,9 +101,14 @@ func (r *autoCanaryReconciler) setup(mgr ctrl.Manager) error {
 			c := o.(*v1alpha1.Canary)
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}}}
 		}), builder.WithPredicates(predicate.Funcs{
-			// Only a deleted Canary can leave a Deployment without one.
+			// A deleted Canary can leave a Deployment without one, and a Canary of ours that
+			// becomes idle may be due for deletion (its Deployment stopped being managed mid-flight).
 			CreateFunc: func(event.CreateEvent) bool { return false },
-			UpdateFunc: func(event.UpdateEvent) bool { return false },
+			UpdateFunc: func(e event.UpdateEvent) bool {
+				before, ok1 := e.ObjectOld.(*v1alpha1.Canary)
+				after, ok2 := e.ObjectNew.(*v1alpha1.Canary)
+				return ok1 && ok2 && createdByUs(after) && idle(after) && !idle(before)
+			},
 		})).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.deploymentsIn),
 			builder.WithPredicates(predicate.Or(predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
@@ -148,12 +155,12 @@ func (r *autoCanaryReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	if err != nil {
 		log.FromContext(ctx).Error(err, "resolving CanaryPolicies")
 	}
-	if !eff.DeploymentManaged(d.Annotations) {
-		return reconcile.Result{}, nil
-	}
 	var canaries v1alpha1.CanaryList
 	if err := r.client.List(ctx, &canaries, client.InNamespace(d.Namespace), client.MatchingFields{targetIndex: d.Name}); err != nil {
 		return reconcile.Result{}, fmt.Errorf("listing Canaries: %w", err)
+	}
+	if !eff.DeploymentManaged(d.Annotations) {
+		return r.deleteOurs(ctx, canaries.Items)
 	}
 	if len(canaries.Items) > 0 {
 		return reconcile.Result{}, nil
@@ -174,6 +181,53 @@ func (r *autoCanaryReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	}
 	log.FromContext(ctx).Info("Canary created", "canary", c.Name, "service", c.Spec.Service.Name)
 	return reconcile.Result{}, nil
+}
+
+// deleteOurs deletes the idle Canaries that canarygate created for a Deployment that is no longer
+// managed (opted out where the policy allows it, or its namespace no longer managed). A Canary with a
+// release in flight is left to finish it (becoming idle wakes this reconciler again): cutting it short
+// here would be an abort nobody asked for, and the release ends on its own, by promotion, rollback or
+// withdrawal. A Canary users created is theirs and is never deleted.
+func (r *autoCanaryReconciler) deleteOurs(ctx context.Context, canaries []v1alpha1.Canary) (reconcile.Result, error) {
+	logger := log.FromContext(ctx)
+	for i := range canaries {
+		c := &canaries[i]
+		if !createdByUs(c) || !c.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if !idle(c) {
+			logger.Info("the Deployment is no longer managed; its Canary is deleted once its release ends", "canary", c.Name, "phase", c.Status.Phase)
+			continue
+		}
+		// The preconditions make sure the Canary did not start a release since the cache saw it.
+		uid, rv := c.UID, c.ResourceVersion
+		err := r.client.Delete(ctx, c, client.Preconditions{UID: &uid, ResourceVersion: &rv})
+		switch {
+		case apierrors.IsNotFound(err):
+		case apierrors.IsConflict(err):
+			return reconcile.Result{RequeueAfter: time.Second}, nil
+		case err != nil:
+			return reconcile.Result{}, fmt.Errorf("deleting Canary %s: %w", c.Name, err)
+		default:
+			logger.Info("the Deployment is no longer managed; its Canary was deleted", "canary", c.Name)
+		}
+	}
+	return reconcile.Result{}, nil
+}
+
+// createdByUs reports whether canarygate created the Canary (and may therefore delete it).
+func createdByUs(c *v1alpha1.Canary) bool {
+	return c.Labels[v1alpha1.CreatedByLabel] == v1alpha1.CreatedByController
+}
+
+// idle reports whether a Canary has no release in flight: no canary revision, no routes to restore,
+// and a phase that starts nothing by itself.
+func idle(c *v1alpha1.Canary) bool {
+	switch c.Status.Phase {
+	case "", v1alpha1.PhaseInitialized, v1alpha1.PhaseSucceeded, v1alpha1.PhaseFailed:
+		return c.Status.CanaryRevision == "" && !slices.Contains(c.Finalizers, routesFinalizer)
+	}
+	return false
 }
 
 // newCanary is the Canary canarygate creates for a Deployment: its Service is the one that selects

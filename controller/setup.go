@@ -65,7 +65,7 @@ const targetIndex = "spec.targetRef.name"
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;delete
-// +kubebuilder:rbac:groups=canarygate.io,resources=canaries,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=canarygate.io,resources=canaries,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=canarygate.io,resources=canaries/status,verbs=get;update
 // +kubebuilder:rbac:groups=canarygate.io,resources=canaries/finalizers,verbs=update
 // +kubebuilder:rbac:groups=canarygate.io,resources=canarypolicies,verbs=get;list;watch
