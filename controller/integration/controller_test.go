@@ -629,14 +629,7 @@ func TestNoDataNeverPromotes(t *testing.T) {
 		t.Error("promoted without data")
 	}
 
-	cg, err := f.canary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, v1alpha1.ActionAnnotation, v1alpha1.ActionAbort)
-	if err := f.c.Patch(context.Background(), cg, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
-		t.Fatal(err)
-	}
+	f.setAction(v1alpha1.ActionAbort)
 	st = f.waitPhase(v1alpha1.PhaseFailed)
 	if !strings.Contains(st.Message, "aborted") {
 		t.Errorf("message %q", st.Message)
