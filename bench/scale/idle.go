@@ -36,6 +36,8 @@ type IdleResult struct {
 	Requests                          apiproxy.Counts
 	CPU                               time.Duration
 	RSS, PeakRSS                      int64
+	// Heap is the Go runtime's view at the end of the window (heapMetrics).
+	Heap map[string]int64
 	// CreateRetries counts Deployment creates that failed (a webhook timeout) and were retried.
 	CreateRetries int
 	// Settled is false when canarygate was still sending requests when Settle ran out.
@@ -113,6 +115,9 @@ func Idle(ctx context.Context, env *Env, opts IdleOptions) (*IdleResult, error) 
 	res.CPU = mustCPU(env.Pid) - cpu0
 	res.RSS, res.PeakRSS, err = ProcMemory(env.Pid)
 	if err != nil {
+		return nil, err
+	}
+	if res.Heap, err = RuntimeMemory(ctx, env.H.Canarygate.MetricsAddr); err != nil {
 		return nil, err
 	}
 	logf("idle with %d Deployments: %d requests in %s, CPU %s, RSS %d MiB (peak %d MiB)", opts.Deployments, res.Requests.Total(), opts.Window, res.CPU, res.RSS>>20, res.PeakRSS>>20)

@@ -241,7 +241,7 @@ func reportScale(dir string, p func(string, ...any)) error {
 	for _, r := range res {
 		p("- N=%d, rollout (%s wall, until all finished): %s. By resource: %s.\n", r.N, sec(r.RolloutWall), verbs(r.RolloutRequests), detail(r.RolloutRequests))
 		if r.PeakRate > 0 {
-			p("  Busiest second: %d requests; %d seconds at ≥ 45 requests (90%% of canarygate's default client limit of 50/s).\n", r.PeakRate, r.SecondsNearLimit)
+			p("  Request rate: %.0f/s on average over the rollout, %d in the busiest second, %d seconds with ≥ 45 (canarygate's default client limit, 50/s with burst 100, applies per resource type: controller-runtime gives every GroupVersionKind its own REST client and token bucket, and the event recorder its own).\n", float64(r.RolloutRequests.Total())/r.RolloutWall.Seconds(), r.PeakRate, r.SecondsNearLimit)
 		}
 		p("- N=%d, idle %s: %s.\n", r.N, r.IdleWindow, detailOrNone(r.IdleRequests))
 		if len(r.Args) > 0 {
@@ -282,6 +282,10 @@ func reportIdle(dir string, p func(string, ...any)) error {
 	p("Method: a fresh test bed and the real canarygate as in 2. %d Deployments (replicas 0: nothing for kwok to run; the controller's caches still hold every Deployment and ReplicaSet) in %d opted-in namespaces, created directly; canarygate creates a Canary for each and initialises it. Once every Canary is Initialized and canarygate has sent nothing for 10 s (settled: %v), requests and CPU are measured for %s. Goals: nothing sent to the API server while idle, < 300 MB.\n\n", r.Deployments, r.Namespaces, r.Settled, r.Window)
 	p("| managed Deployments | RSS | peak RSS (incl. creating the Canaries) | CPU per minute | API requests per minute |\n|---:|---:|---:|---:|---:|\n")
 	p("| %d | %s | %s | %.2f s | %.1f |\n\n", r.Deployments, mib(r.RSS), mib(r.PeakRSS), perMin(r.CPU.Seconds()), perMin(float64(r.Requests.Total())))
+	if len(r.Heap) > 0 {
+		p("Go runtime at the end of the window (canarygate's /metrics): live heap (go_memstats_heap_alloc_bytes) %s, heap in use %s, memory obtained from the OS (go_memstats_sys_bytes) %s.\n\n",
+			mib(r.Heap["go_memstats_heap_alloc_bytes"]), mib(r.Heap["go_memstats_heap_inuse_bytes"]), mib(r.Heap["go_memstats_sys_bytes"]))
+	}
 	p("Requests in the window: %s. Setup (creating the Deployments 8 at a time, canarygate creating and initialising the Canaries) took %s; %d Deployment creates failed on canarygate's 5 s webhook timeout while it was busy creating Canaries and were retried.\n\n", detailOrNone(r.Requests), sec(r.SetupDuration), r.CreateRetries)
 	return nil
 }
