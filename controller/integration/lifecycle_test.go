@@ -77,7 +77,9 @@ func TestStalledPromotion(t *testing.T) {
 		stalled = findCondition(st, v1alpha1.ConditionPromoted)
 		return stalled != nil && stalled.Reason == canarymachine.ReasonPromotionStalled, fmt.Sprintf("%+v", st)
 	})
-	if stalled.Status != metav1.ConditionFalse || !strings.Contains(stalled.Message, "of 2 replicas updated") || !strings.Contains(stalled.Message, `ReplicaSet "web-`) {
+	// The Deployment's Progressing message names its new ReplicaSet ("Created new replica set
+	// \"web-…\"" or "ReplicaSet \"web-…\" is progressing.", depending on timing).
+	if stalled.Status != metav1.ConditionFalse || !strings.Contains(stalled.Message, "of 2 replicas updated") || !strings.Contains(stalled.Message, `Progressing: `) || !strings.Contains(stalled.Message, `"web-`) {
 		t.Errorf("Promoted condition does not say what is not available: %+v", stalled)
 	}
 
