@@ -38,8 +38,9 @@ type CanarySpec struct {
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
 
-	// ProgressDeadlineSeconds is how long the canary Deployment or the promotion rollout may take to
-	// become available before the canary is rolled back.
+	// ProgressDeadlineSeconds is how long the canary Deployment may take to become available before
+	// the canary is rolled back, and how long the promotion rollout may take before the Canary
+	// reports it stalled (Promoted=False, PromotionStalled; abort routes all traffic to stable).
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	ProgressDeadlineSeconds *int32 `json:"progressDeadlineSeconds,omitempty"`
