@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"k8s.io/client-go/tools/clientcmd"
@@ -92,3 +93,22 @@ func Attach(dir, prometheusURL string) (*Env, error) {
 }
 
 var errAttached = errors.New("the test bed is run by another process; stop or start its Prometheus there")
+
+// EnvFile is the file in a detached test bed's directory (e2e/cmd/testbed up) that holds
+// KUBECONFIG=, PROMETHEUS_URL= and APISERVER_URL= lines.
+const EnvFile = "env"
+
+// ReadEnv reads the EnvFile of the detached test bed in dir.
+func ReadEnv(dir string) (map[string]string, error) {
+	data, err := os.ReadFile(filepath.Join(dir, EnvFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading the test bed's env file: %w", err)
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			env[k] = v
+		}
+	}
+	return env, nil
+}

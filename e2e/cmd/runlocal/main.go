@@ -28,7 +28,6 @@ import (
 // Files in DIR: the test bed's (written by e2e/cmd/testbed) and ours, all under DIR/runlocal.
 const (
 	bedPidFile = "testbed.pid"
-	bedEnvFile = "env"
 	subdir     = "runlocal"
 	pidFile    = "runlocal.pid"
 	infoFile   = "info"
@@ -113,7 +112,7 @@ func up(dir string) error {
 
 // daemon runs the harness until SIGTERM or until the test bed's daemon is gone.
 func daemon(dir string) error {
-	env, err := readEnv(filepath.Join(dir, bedEnvFile))
+	env, err := testbed.ReadEnv(dir)
 	if err != nil {
 		return err
 	}
@@ -202,20 +201,6 @@ func livePid(path string) (int, bool) {
 func alive(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-func readEnv(path string) (map[string]string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading the test bed's env file: %w", err)
-	}
-	env := map[string]string{}
-	for _, line := range strings.Split(string(data), "\n") {
-		if k, v, ok := strings.Cut(line, "="); ok {
-			env[k] = v
-		}
-	}
-	return env, nil
 }
 
 func printInfo(own string) error {

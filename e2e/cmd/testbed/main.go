@@ -33,7 +33,6 @@ import (
 // Files the command keeps in DIR next to the test bed's own.
 const (
 	pidFile   = "testbed.pid"
-	envFile   = "env"
 	daemonLog = "testbed.log"
 )
 
@@ -193,7 +192,7 @@ func up(args []string) error {
 		return fmt.Errorf("the test bed did not start: %s", msg.Error)
 	}
 	_ = cmd.Process.Release()
-	fmt.Printf("test bed ready\nkubeconfig: %s\nPrometheus: %s\nenv file:   %s\n", msg.Kubeconfig, msg.PrometheusURL, filepath.Join(c.dir, envFile))
+	fmt.Printf("test bed ready\nkubeconfig: %s\nPrometheus: %s\nenv file:   %s\n", msg.Kubeconfig, msg.PrometheusURL, filepath.Join(c.dir, testbed.EnvFile))
 	return nil
 }
 
@@ -231,7 +230,7 @@ func daemon(args []string) error {
 	pidPath := filepath.Join(c.dir, pidFile)
 	envContent := fmt.Sprintf("KUBECONFIG=%s\nPROMETHEUS_URL=%s\nAPISERVER_URL=%s\n", env.Kubeconfig, env.PrometheusURL, env.APIServerURL)
 	err = errors.Join(
-		os.WriteFile(filepath.Join(c.dir, envFile), []byte(envContent), 0o644),
+		os.WriteFile(filepath.Join(c.dir, testbed.EnvFile), []byte(envContent), 0o644),
 		os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644),
 	)
 	if err != nil {
@@ -261,7 +260,7 @@ func down(args []string) error {
 	} else {
 		fmt.Printf("no test bed running in %s\n", c.dir)
 	}
-	for _, name := range []string{pidFile, envFile, daemonLog} {
+	for _, name := range []string{pidFile, testbed.EnvFile, daemonLog} {
 		if err := os.Remove(filepath.Join(c.dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
@@ -300,7 +299,7 @@ func status(args []string) error {
 	if err := printEnv(c.dir); err != nil {
 		return err
 	}
-	env, err := readEnv(c.dir)
+	env, err := testbed.ReadEnv(c.dir)
 	if err != nil {
 		return err
 	}
@@ -362,25 +361,11 @@ func alive(pid int) bool {
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
-func readEnv(dir string) (map[string]string, error) {
-	data, err := os.ReadFile(filepath.Join(dir, envFile))
-	if err != nil {
-		return nil, err
-	}
-	env := map[string]string{}
-	for _, line := range strings.Split(string(data), "\n") {
-		if k, v, ok := strings.Cut(line, "="); ok {
-			env[k] = v
-		}
-	}
-	return env, nil
-}
-
 func printEnv(dir string) error {
-	env, err := readEnv(dir)
+	env, err := testbed.ReadEnv(dir)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("kubeconfig: %s\nPrometheus: %s\nenv file:   %s\n", env["KUBECONFIG"], env["PROMETHEUS_URL"], filepath.Join(dir, envFile))
+	fmt.Printf("kubeconfig: %s\nPrometheus: %s\nenv file:   %s\n", env["KUBECONFIG"], env["PROMETHEUS_URL"], filepath.Join(dir, testbed.EnvFile))
 	return nil
 }
