@@ -3,6 +3,7 @@ package scale
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +39,8 @@ type IdleResult struct {
 	RSS, PeakRSS                      int64
 	// Heap is the Go runtime's view at the end of the window (heapMetrics).
 	Heap map[string]int64
+	// Reconciles are reconciles per controller during the window.
+	Reconciles map[string]int64
 	// CreateRetries counts Deployment creates that failed (a webhook timeout) and were retried.
 	CreateRetries int
 	// Settled is false when canarygate was still sending requests when Settle ran out.
@@ -109,6 +112,10 @@ func Idle(ctx context.Context, env *Env, opts IdleOptions) (*IdleResult, error) 
 		}
 	}
 	res.SetupDuration = time.Since(began)
+	before, err := RuntimeMetrics(ctx, env.H.Canarygate.MetricsAddr)
+	if err != nil {
+		return nil, err
+	}
 	c0, cpu0 := env.Proxy.Counts(), mustCPU(env.Pid)
 	time.Sleep(opts.Window)
 	res.Requests = env.Proxy.Counts().Sub(c0)
@@ -117,8 +124,17 @@ func Idle(ctx context.Context, env *Env, opts IdleOptions) (*IdleResult, error) 
 	if err != nil {
 		return nil, err
 	}
-	if res.Heap, err = RuntimeMemory(ctx, env.H.Canarygate.MetricsAddr); err != nil {
+	after, err := RuntimeMetrics(ctx, env.H.Canarygate.MetricsAddr)
+	if err != nil {
 		return nil, err
+	}
+	res.Heap, res.Reconciles = map[string]int64{}, map[string]int64{}
+	for k, v := range after {
+		if c, ok := strings.CutPrefix(k, "reconciles "); ok {
+			res.Reconciles[c] = v - before[k]
+		} else {
+			res.Heap[k] = v
+		}
 	}
 	logf("idle with %d Deployments: %d requests in %s, CPU %s, RSS %d MiB (peak %d MiB)", opts.Deployments, res.Requests.Total(), opts.Window, res.CPU, res.RSS>>20, res.PeakRSS>>20)
 	return res, nil

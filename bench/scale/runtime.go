@@ -14,8 +14,12 @@ import (
 // its resident memory goes (live heap versus what the runtime holds).
 var heapMetrics = []string{"go_memstats_heap_alloc_bytes", "go_memstats_heap_inuse_bytes", "go_memstats_sys_bytes"}
 
-// RuntimeMemory scrapes canarygate's /metrics for heapMetrics.
-func RuntimeMemory(ctx context.Context, metricsAddr string) (map[string]int64, error) {
+// reconcileMetric counts reconciles per controller (label controller) and result.
+const reconcileMetric = "controller_runtime_reconcile_total"
+
+// RuntimeMetrics scrapes canarygate's /metrics for heapMetrics, and for reconcileMetric summed per
+// controller (keys "reconciles <controller>"): the work canarygate does without the API server.
+func RuntimeMetrics(ctx context.Context, metricsAddr string) (map[string]int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+metricsAddr+"/metrics", nil)
@@ -34,7 +38,20 @@ func RuntimeMemory(ctx context.Context, metricsAddr string) (map[string]int64, e
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		name, val, ok := strings.Cut(sc.Text(), " ")
+		line := sc.Text()
+		if strings.HasPrefix(line, reconcileMetric+"{") {
+			labels, val, ok := strings.Cut(strings.TrimPrefix(line, reconcileMetric), " ")
+			if !ok {
+				continue
+			}
+			v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", reconcileMetric, err)
+			}
+			out["reconciles "+label(labels, "controller")] += int64(v)
+			continue
+		}
+		name, val, ok := strings.Cut(line, " ")
 		if !ok {
 			continue
 		}
@@ -49,4 +66,14 @@ func RuntimeMemory(ctx context.Context, metricsAddr string) (map[string]int64, e
 		}
 	}
 	return out, sc.Err()
+}
+
+// label returns a label's value from a Prometheus text-format label set, {a="x",b="y"}.
+func label(set, name string) string {
+	_, rest, ok := strings.Cut(set, name+`="`)
+	if !ok {
+		return ""
+	}
+	v, _, _ := strings.Cut(rest, `"`)
+	return v
 }

@@ -286,6 +286,18 @@ func reportIdle(dir string, p func(string, ...any)) error {
 		p("Go runtime at the end of the window (canarygate's /metrics): live heap (go_memstats_heap_alloc_bytes) %s, heap in use %s, memory obtained from the OS (go_memstats_sys_bytes) %s.\n\n",
 			mib(r.Heap["go_memstats_heap_alloc_bytes"]), mib(r.Heap["go_memstats_heap_inuse_bytes"]), mib(r.Heap["go_memstats_sys_bytes"]))
 	}
+	if len(r.Reconciles) > 0 {
+		keys := make([]string, 0, len(r.Reconciles))
+		for k := range r.Reconciles {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		parts := make([]string, 0, len(keys))
+		for _, k := range keys {
+			parts = append(parts, fmt.Sprintf("%s %d", k, r.Reconciles[k]))
+		}
+		p("Reconciles during the window (controller_runtime_reconcile_total): %s.\n\n", strings.Join(parts, ", "))
+	}
 	p("Requests in the window: %s. Setup (creating the Deployments 8 at a time, canarygate creating and initialising the Canaries) took %s; %d Deployment creates failed on canarygate's 5 s webhook timeout while it was busy creating Canaries and were retried.\n\n", detailOrNone(r.Requests), sec(r.SetupDuration), r.CreateRetries)
 	return nil
 }
