@@ -37,6 +37,11 @@ type IdleResult struct {
 	Requests                          apiproxy.Counts
 	CPU                               time.Duration
 	RSS, PeakRSS                      int64
+	// CPUUnscraped is the CPU over a second window of the same length with Prometheus no longer
+	// scraping canarygate; MetricsBytes and MetricsFetch are one /metrics response's size and time.
+	CPUUnscraped time.Duration
+	MetricsBytes int64
+	MetricsFetch time.Duration
 	// Heap is the Go runtime's view at the end of the window (heapMetrics).
 	Heap map[string]int64
 	// Reconciles are reconciles per controller during the window.
@@ -136,6 +141,20 @@ func Idle(ctx context.Context, env *Env, opts IdleOptions) (*IdleResult, error) 
 			res.Heap[k] = v
 		}
 	}
+	// The test bed's Prometheus scrapes canarygate every second; canarygate exports gauges per
+	// Canary. Measure once what a scrape costs, then a second window without the scrape.
+	fetchStart := time.Now()
+	if res.MetricsBytes, err = metricsSize(ctx, env.H.Canarygate.MetricsAddr); err != nil {
+		return nil, err
+	}
+	res.MetricsFetch = time.Since(fetchStart)
+	if err := env.Bed.RemoveScrapeTarget("canarygate", env.H.Canarygate.MetricsAddr); err != nil {
+		return nil, err
+	}
+	time.Sleep(15 * time.Second) // Prometheus re-reads its file targets
+	cpu1 := mustCPU(env.Pid)
+	time.Sleep(opts.Window)
+	res.CPUUnscraped = mustCPU(env.Pid) - cpu1
 	logf("idle with %d Deployments: %d requests in %s, CPU %s, RSS %d MiB (peak %d MiB)", opts.Deployments, res.Requests.Total(), opts.Window, res.CPU, res.RSS>>20, res.PeakRSS>>20)
 	return res, nil
 }

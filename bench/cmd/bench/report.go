@@ -286,6 +286,10 @@ func reportIdle(dir string, p func(string, ...any)) error {
 		p("Go runtime at the end of the window (canarygate's /metrics): live heap (go_memstats_heap_alloc_bytes) %s, heap in use %s, memory obtained from the OS (go_memstats_sys_bytes) %s.\n\n",
 			mib(r.Heap["go_memstats_heap_alloc_bytes"]), mib(r.Heap["go_memstats_heap_inuse_bytes"]), mib(r.Heap["go_memstats_sys_bytes"]))
 	}
+	if r.MetricsBytes > 0 {
+		p("The test bed's Prometheus scrapes canarygate's /metrics every second; one response was %.1f MiB and took %s to fetch. A second %s window after removing that scrape target: CPU %.2f s per minute (with the scrape: %.2f s).\n\n",
+			float64(r.MetricsBytes)/(1<<20), r.MetricsFetch.Round(time.Millisecond), r.Window, perMin(r.CPUUnscraped.Seconds()), perMin(r.CPU.Seconds()))
+	}
 	if len(r.Reconciles) > 0 {
 		keys := make([]string, 0, len(r.Reconciles))
 		for k := range r.Reconciles {
