@@ -12,7 +12,9 @@
 #   BENCH_CANARYGATE_QPS canarygate's --kube-api-qps for the scale and idle runs (default: its own default)
 #   BENCH_RESULTS     where each stage's JSON results are kept (default $CANARYGATE_CACHE/bench-results);
 #                     stages not re-run keep their last results in the report.
-# With the defaults it takes about 30-40 minutes on 2 cores (the idle experiment most of it).
+# With the defaults it takes about 25-30 minutes on 2 cores: Go benchmarks 1, admission 5, scale
+# (N = 10, 100) 5, idle 10-12 (creating 10,000 Deployments and waiting for their Canaries).
+# BENCH_SCALE_N="10 100 200" adds about 3 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CANARYGATE_CACHE="${CANARYGATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/canarygate}"

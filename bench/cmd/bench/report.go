@@ -279,7 +279,7 @@ func reportIdle(dir string, p func(string, ...any)) error {
 		return err
 	}
 	perMin := func(n float64) float64 { return n / r.Window.Minutes() }
-	p("Method: a fresh test bed and the real canarygate as in 2. %d Deployments (replicas 0: nothing for kwok to run; the controller's caches still hold every Deployment and ReplicaSet) in %d opted-in namespaces, created directly; canarygate creates a Canary for each and initialises it. Once every Canary is Initialized and canarygate has sent nothing for 10 s (settled: %v), requests and CPU are measured for %s. Goals: nothing sent to the API server while idle, < 300 MB.\n\n", r.Deployments, r.Namespaces, r.Settled, r.Window)
+	p("Method: a fresh test bed and the real canarygate as in 2. %d Deployments (replicas 0: nothing for kwok to run; canarygate's caches still hold every Deployment) in %d opted-in namespaces, created directly; canarygate creates a Canary for each and initialises it. Once every Canary is Initialized and canarygate has sent nothing for 10 s (settled: %v), requests and CPU are measured for %s. Goals: nothing sent to the API server while idle, < 300 MB.\n\n", r.Deployments, r.Namespaces, r.Settled, r.Window)
 	p("| managed Deployments | RSS | peak RSS (incl. creating the Canaries) | CPU per minute | API requests per minute |\n|---:|---:|---:|---:|---:|\n")
 	p("| %d | %s | %s | %.2f s | %.1f |\n\n", r.Deployments, mib(r.RSS), mib(r.PeakRSS), perMin(r.CPU.Seconds()), perMin(float64(r.Requests.Total())))
 	if len(r.Heap) > 0 {
