@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -34,7 +35,7 @@ type config struct {
 	enableWebhooks, enableControllers              bool
 	webhookHost, certDir                           string
 	webhookPort                                    int
-	metricsAddr, probeAddr                         string
+	metricsAddr, probeAddr, pprofAddr              string
 	leaderElect                                    bool
 	leaderElectionID                               string
 	kubeQPS                                        float64
@@ -64,6 +65,7 @@ func main() {
 	fs.StringVar(&cfg.certDir, "cert-dir", "/tmp/canarygate/serving-certs", "directory holding the webhook serving certificate (tls.crt, tls.key) with --cert-management=external; self-managed certificates are served from memory")
 	fs.StringVar(&cfg.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (0 disables it)")
 	fs.StringVar(&cfg.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fs.StringVar(&cfg.pprofAddr, "pprof-bind-address", "", "address of Go's pprof endpoints, for profiling (empty: off)")
 	fs.BoolVar(&cfg.leaderElect, "leader-elect", false, "elect one leader for the controllers (set for more than one replica)")
 	fs.StringVar(&cfg.leaderElectionID, "leader-election-id", "canarygate.canarygate.io", "name of the leader-election Lease")
 	fs.Float64Var(&cfg.kubeQPS, "kube-api-qps", 50, "client-side queries per second to the API server")
@@ -148,9 +150,13 @@ func run(cfg config) error {
 		webhookPort = -1
 	}
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
-		Scheme:                  scheme,
-		Metrics:                 metricsserver.Options{BindAddress: cfg.metricsAddr},
-		HealthProbeBindAddress:  cfg.probeAddr,
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: cfg.metricsAddr},
+		HealthProbeBindAddress: cfg.probeAddr,
+		PprofBindAddress:       cfg.pprofAddr,
+		// Nothing reads managedFields from the cache, and they are a large part of every cached
+		// object; an Update without managedFields leaves the stored ones as they are.
+		Cache:                   cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
 		LeaderElection:          cfg.leaderElect,
 		LeaderElectionID:        cfg.leaderElectionID,
 		LeaderElectionNamespace: cfg.namespace,
