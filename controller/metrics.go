@@ -19,7 +19,7 @@ var (
 	}, []string{"namespace", "name"})
 	phaseGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "canarygate_canary_phase",
-		Help: "Phase of the Canary: 1 for the current phase, 0 for the others.",
+		Help: "Phase of the Canary: one series per Canary, labeled with its current phase, value 1.",
 	}, []string{"namespace", "name", "phase"})
 	failedChecksGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "canarygate_canary_failed_checks",
@@ -44,12 +44,15 @@ func init() {
 func recordStatus(c *v1alpha1.Canary) {
 	weightGauge.WithLabelValues(c.Namespace, c.Name).Set(float64(c.Status.CanaryWeight))
 	failedChecksGauge.WithLabelValues(c.Namespace, c.Name).Set(float64(c.Status.FailedChecks))
+	// Only the current phase has a series: a zero for each other phase would multiply the series
+	// of a cluster with thousands of Canaries by seven, and every scrape pays for them.
 	for _, p := range phases {
-		v := 0.0
-		if p == c.Status.Phase {
-			v = 1
+		if p != c.Status.Phase {
+			phaseGauge.DeleteLabelValues(c.Namespace, c.Name, string(p))
 		}
-		phaseGauge.WithLabelValues(c.Namespace, c.Name, string(p)).Set(v)
+	}
+	if c.Status.Phase != "" {
+		phaseGauge.WithLabelValues(c.Namespace, c.Name, string(c.Status.Phase)).Set(1)
 	}
 }
 

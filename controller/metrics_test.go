@@ -20,22 +20,29 @@ func TestRecordStatus(t *testing.T) {
 	if v := value(t, failedChecksGauge.WithLabelValues("m", "web")); v != 1 {
 		t.Errorf("failed checks %v", v)
 	}
-	for _, p := range phases {
-		want := 0.0
-		if p == v1alpha1.PhaseProgressing {
-			want = 1
-		}
-		if v := value(t, phaseGauge.WithLabelValues("m", "web", string(p))); v != want {
-			t.Errorf("phase %s = %v, want %v", p, v, want)
-		}
+	if v := value(t, phaseGauge.WithLabelValues("m", "web", string(v1alpha1.PhaseProgressing))); v != 1 {
+		t.Errorf("phase Progressing = %v, want 1", v)
+	}
+	// A phase change moves the one series to the new phase.
+	c.Status.Phase = v1alpha1.PhaseSucceeded
+	recordStatus(c)
+	if n := seriesCount(phaseGauge); n != 1 {
+		t.Errorf("%d phase series for one Canary, want 1", n)
+	}
+	if v := value(t, phaseGauge.WithLabelValues("m", "web", string(v1alpha1.PhaseSucceeded))); v != 1 {
+		t.Errorf("phase Succeeded = %v, want 1", v)
 	}
 	forgetCanary("m", "web")
-	ch := make(chan prometheus.Metric, 100)
-	phaseGauge.Collect(ch)
-	close(ch)
-	if n := len(ch); n != 0 {
+	if n := seriesCount(phaseGauge); n != 0 {
 		t.Errorf("%d phase series left after forgetCanary", n)
 	}
+}
+
+func seriesCount(c prometheus.Collector) int {
+	ch := make(chan prometheus.Metric, 100)
+	c.Collect(ch)
+	close(ch)
+	return len(ch)
 }
 
 func TestCountFinished(t *testing.T) {
