@@ -3,7 +3,7 @@
 # Knobs (environment):
 #   BENCH_STAGES      gobench,admission,scale,idle (default: all)
 #   BENCH_COUNT       runs of each Go benchmark (default 6; the report gives medians)
-#   BENCH_RATES       admission load rates in req/s (default "500 1000 2000")
+#   BENCH_RATES       admission load rates in req/s (default "500 2000")
 #   BENCH_DURATION    admission load per rate, server and run (default 10s)
 #   BENCH_REPEATS     admission runs per rate and server, alternating (default 3)
 #   BENCH_SCALE_N     canary counts of the rollout experiment (default "10 100"; 200 and 1000 take long)
