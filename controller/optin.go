@@ -173,8 +173,10 @@ func (r *autoCanaryReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	c := newCanary(&d, services.Items)
 	if err := r.client.Create(ctx, c); err != nil {
 		if apierrors.IsAlreadyExists(err) {
-			// A Canary of that name targets another Deployment: a user's choice we do not override.
-			log.FromContext(ctx).Info("a Canary named like the Deployment already exists and targets another Deployment; none created")
+			// Usually a Canary applied together with its Deployment (kept in Git) that the cache has
+			// not shown yet; its watch event brings us back. Otherwise it is a user's Canary of that
+			// name for another Deployment, which we never override.
+			log.FromContext(ctx).V(1).Info("a Canary named like the Deployment already exists; none created", "canary", c.Name)
 			return reconcile.Result{}, nil
 		}
 		return reconcile.Result{}, fmt.Errorf("creating Canary %s: %w", c.Name, err)
