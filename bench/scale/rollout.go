@@ -349,32 +349,16 @@ func (r *recording) trace(ns string) *trace {
 
 func (r *recording) follow(ctx context.Context, w watch.Interface, record func(watch.Event, time.Time)) {
 	defer r.wg.Done()
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-w.ResultChan():
-			now := time.Now()
-			if !ok {
-				if ctx.Err() == nil {
-					r.mu.Lock()
-					r.errs = append(r.errs, fmt.Errorf("a watch ended early: the recording is incomplete"))
-					r.mu.Unlock()
-				}
-				return
-			}
-			if ev.Type == watch.Error {
-				r.mu.Lock()
-				r.errs = append(r.errs, fmt.Errorf("watch error: %v", ev.Object))
-				r.mu.Unlock()
-				continue
-			}
-			r.mu.Lock()
-			record(ev, now)
-			r.mu.Unlock()
-		}
-	}
+	harness.FollowWatch(ctx, w, func(ev watch.Event) {
+		now := time.Now()
+		r.mu.Lock()
+		record(ev, now)
+		r.mu.Unlock()
+	}, func(err error) {
+		r.mu.Lock()
+		r.errs = append(r.errs, err)
+		r.mu.Unlock()
+	})
 }
 
 func (r *recording) finished() int {

@@ -168,6 +168,16 @@ func (h *Harness) Record(ctx context.Context, namespace, canary, vsName, canaryS
 
 func (r *Recording) follow(ctx context.Context, w watch.Interface, record func(watch.Event)) {
 	defer r.done.Done()
+	FollowWatch(ctx, w, record, func(err error) {
+		r.mu.Lock()
+		r.errs = append(r.errs, err)
+		r.mu.Unlock()
+	})
+}
+
+// FollowWatch calls record for every event of w until ctx ends, and fail for a watch error event
+// or a watch that ends before ctx does (the recording is then incomplete). It stops w on return.
+func FollowWatch(ctx context.Context, w watch.Interface, record func(watch.Event), fail func(error)) {
 	defer w.Stop()
 	for {
 		select {
@@ -176,16 +186,12 @@ func (r *Recording) follow(ctx context.Context, w watch.Interface, record func(w
 		case ev, ok := <-w.ResultChan():
 			if !ok {
 				if ctx.Err() == nil {
-					r.mu.Lock()
-					r.errs = append(r.errs, fmt.Errorf("watch ended early"))
-					r.mu.Unlock()
+					fail(fmt.Errorf("a watch ended early: the recording is incomplete"))
 				}
 				return
 			}
 			if ev.Type == watch.Error {
-				r.mu.Lock()
-				r.errs = append(r.errs, fmt.Errorf("watch error: %v", ev.Object))
-				r.mu.Unlock()
+				fail(fmt.Errorf("watch error: %v", ev.Object))
 				continue
 			}
 			record(ev)
