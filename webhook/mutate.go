@@ -140,7 +140,7 @@ func (h *handlers) divertPatch(req admission.Request, old, obj *objectView, newR
 		v1alpha1.DesiredRevisionAnnotation: newRev.hash,
 		v1alpha1.DesiredTemplateAnnotation: string(newRev.desired),
 	}
-	ops = setAnnotations(ops, obj.Metadata.Annotations, want)
+	ops = setAnnotations(ops, obj, want)
 	keep, err := keepManagedFields(req, want)
 	if err != nil {
 		return badRequest("%v", err)
@@ -201,9 +201,13 @@ func keepManagedFields(req admission.Request, pending map[string]string) (*jsonp
 	return &op, nil
 }
 
-// setAnnotations appends the operations that make annotations hold want, in a fixed order.
-func setAnnotations(ops []jsonpatch.Operation, have, want map[string]string) []jsonpatch.Operation {
-	if have == nil {
+// setAnnotations appends the operations that make obj's annotations hold want, in a fixed order.
+func setAnnotations(ops []jsonpatch.Operation, obj *objectView, want map[string]string) []jsonpatch.Operation {
+	have := obj.Metadata.Annotations
+	switch {
+	case !obj.Metadata.Present:
+		return append(ops, jsonpatch.NewOperation("add", "/metadata", map[string]any{"annotations": want}))
+	case have == nil:
 		return append(ops, jsonpatch.NewOperation("add", "/metadata/annotations", want))
 	}
 	for _, k := range pendingKeys {

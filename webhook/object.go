@@ -22,6 +22,9 @@ import (
 // typed form only when its revision is needed.
 type objectView struct {
 	Metadata struct {
+		// Present is false when the object has no metadata object at all (absent or null): only
+		// a malformed request, but a patch must still apply to it.
+		Present     bool
 		Name        string
 		Labels      map[string]string
 		Annotations map[string]string
@@ -50,6 +53,7 @@ func decodeView(raw []byte, what string) (*objectView, error) {
 		if !meta.IsObject() {
 			return nil, fmt.Errorf("the request's %s has a metadata that is not an object", what)
 		}
+		v.Metadata.Present = true
 		name := meta.Get("name")
 		if name.Exists() && name.Type != gjson.String && name.Type != gjson.Null {
 			return nil, fmt.Errorf("the request's %s has a metadata.name that is not a string", what)
