@@ -31,7 +31,8 @@ func HashCanonical(canon []byte) string {
 // Canonical renders a pod template as canonical JSON: object keys sorted, and every null, empty
 // string, false-free empty object and empty array dropped. The result depends only on the
 // template's values, never on the order of struct fields or on fields a newer library version adds
-// but leaves unset, so upgrading canarygate or client libraries never invents a new revision.
+// but leaves unset, so upgrading canarygate or client libraries never invents a new revision. It is
+// CanonicalJSON of json.Marshal(tmpl), so a caller that needs that encoding too can encode once.
 func Canonical(tmpl *corev1.PodTemplateSpec) ([]byte, error) {
 	raw, err := json.Marshal(tmpl)
 	if err != nil {
@@ -40,52 +41,16 @@ func Canonical(tmpl *corev1.PodTemplateSpec) ([]byte, error) {
 	return CanonicalJSON(raw)
 }
 
-// CanonicalJSON canonicalises any JSON document the way Canonical does.
+// CanonicalJSON canonicalises any JSON document the way Canonical does: its first JSON value
+// decoded with numbers kept as written, every empty value dropped from objects (array elements
+// keep their positions), and encoded again with sorted keys and without HTML escaping, exactly as
+// encoding/json encodes a map[string]any.
 func CanonicalJSON(raw []byte) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	// Numbers stay as written: no float rounding of large integers.
-	dec.UseNumber()
-	var doc any
-	if err := dec.Decode(&doc); err != nil {
+	canon, err := canonicalJSON(raw)
+	if err != nil {
 		return nil, fmt.Errorf("decoding pod template: %w", err)
 	}
-	doc, _ = prune(doc)
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	// encoding/json writes map keys sorted.
-	if err := enc.Encode(doc); err != nil {
-		return nil, fmt.Errorf("encoding pod template: %w", err)
-	}
-	return bytes.TrimRight(buf.Bytes(), "\n"), nil
-}
-
-// prune drops empty values recursively and reports whether v itself is empty.
-func prune(v any) (any, bool) {
-	switch t := v.(type) {
-	case nil:
-		return nil, true
-	case string:
-		return t, t == ""
-	case map[string]any:
-		for k, child := range t {
-			pruned, empty := prune(child)
-			if empty {
-				delete(t, k)
-				continue
-			}
-			t[k] = pruned
-		}
-		return t, len(t) == 0
-	case []any:
-		// Array elements keep their positions: an empty element is still an element.
-		for i, child := range t {
-			t[i], _ = prune(child)
-		}
-		return t, len(t) == 0
-	default:
-		return t, false
-	}
+	return canon, nil
 }
 
 // Decode parses a pod template from JSON (the desired-template annotation).
