@@ -129,13 +129,14 @@ func revisionOf(raw []byte, what string) (templateRevision, error) {
 	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &tmpl); err != nil {
 		return templateRevision{}, fmt.Errorf("the request's %s has an invalid spec.template: %w", what, err)
 	}
-	canon, err := revision.Canonical(&tmpl)
-	if err != nil {
-		return templateRevision{}, fmt.Errorf("the request's %s: %w", what, err)
-	}
 	desired, err := json.Marshal(&tmpl)
 	if err != nil {
 		return templateRevision{}, fmt.Errorf("the request's %s: encoding spec.template: %w", what, err)
+	}
+	// revision.Canonical is CanonicalJSON of exactly this encoding: encode the template once.
+	canon, err := revision.CanonicalJSON(desired)
+	if err != nil {
+		return templateRevision{}, fmt.Errorf("the request's %s: %w", what, err)
 	}
 	return templateRevision{hash: revision.HashCanonical(canon), desired: desired}, nil
 }
