@@ -29,24 +29,37 @@ type canonicaliser struct {
 	// members holds the members of the objects being read, innermost last: one slice for all
 	// levels, so that reading an object allocates nothing once it has grown.
 	members []member
+	// keys holds the decoded keys that differ from their text (escapes, non-ASCII).
+	keys []byte
 }
 
-// member is an object member read, waiting for its object's members to be sorted.
+// member is an object member read, waiting for its object's members to be sorted. It holds
+// offsets rather than slices: free of pointers, it sorts without write barriers.
 type member struct {
-	// key is the decoded key: keys sort by their decoded bytes, as map keys do when encoded.
-	key []byte
-	// rawKey is the key's text between its quotes, encoded again when the object is written;
-	// plain as stringBody reports it.
-	rawKey []byte
-	plain  bool
+	// rawStart and rawEnd delimit the key's text between its quotes in in, written again when
+	// the object is; plain as stringBody reports it.
+	rawStart, rawEnd int
+	// keyStart and keyEnd delimit the decoded key in keys when it is not plain: keys sort by
+	// their decoded bytes, as map keys do when encoded.
+	keyStart, keyEnd int
 	// start and end delimit the member's canonical value in out.
 	start, end int
+	plain      bool
 	empty      bool
+}
+
+// key returns the decoded key of m.
+func (c *canonicaliser) key(m *member) []byte {
+	if m.plain {
+		return c.in[m.rawStart:m.rawEnd]
+	}
+	return c.keys[m.keyStart:m.keyEnd]
 }
 
 // canonicalJSON is CanonicalJSON without the error context.
 func canonicalJSON(raw []byte) ([]byte, error) {
-	c := canonicaliser{in: raw, out: make([]byte, 0, len(raw))}
+	// Room for the result and for the largest object's copy while its members are sorted.
+	c := canonicaliser{in: raw, out: make([]byte, 0, 2*len(raw))}
 	// Like encoding/json's Decoder, read the first value and ignore whatever follows it.
 	if _, err := c.value(); err != nil {
 		return nil, err
@@ -132,24 +145,26 @@ func (c *canonicaliser) object() (empty bool, err error) {
 			if err != nil {
 				return false, err
 			}
-			key := rawKey
+			m := member{rawStart: c.pos - 1 - len(rawKey), rawEnd: c.pos - 1, plain: plain}
 			if !plain {
-				key = appendUnquoted(nil, rawKey)
+				m.keyStart = len(c.keys)
+				c.keys = appendUnquoted(c.keys, rawKey)
+				m.keyEnd = len(c.keys)
 			}
 			c.skipSpace()
 			if c.next() != ':' {
 				return false, c.syntaxError("after object key")
 			}
 			c.pos++
-			start := len(c.out)
-			empty, err := c.value()
-			if err != nil {
+			m.start = len(c.out)
+			if m.empty, err = c.value(); err != nil {
 				return false, err
 			}
-			if empty {
-				c.out = c.out[:start]
+			if m.empty {
+				c.out = c.out[:m.start]
 			}
-			c.members = append(c.members, member{key: key, rawKey: rawKey, plain: plain, start: start, end: len(c.out), empty: empty})
+			m.end = len(c.out)
+			c.members = append(c.members, m)
 			c.skipSpace()
 			if c.next() == ',' {
 				c.pos++
@@ -165,19 +180,20 @@ func (c *canonicaliser) object() (empty bool, err error) {
 	c.depth--
 	members := c.members[base:]
 	// Stable, so that of repeated keys the last read is the last of its run.
-	slices.SortStableFunc(members, func(a, b member) int { return bytes.Compare(a.key, b.key) })
+	slices.SortStableFunc(members, func(a, b member) int { return bytes.Compare(c.key(&a), c.key(&b)) })
 	at := len(c.out)
 	c.out = append(c.out, '{')
 	written := 0
-	for i, m := range members {
+	for i := range members {
+		m := &members[i]
 		// Of repeated keys the last counts, as when decoding into a map, even when it is empty.
-		if m.empty || i+1 < len(members) && bytes.Equal(members[i+1].key, m.key) {
+		if m.empty || i+1 < len(members) && bytes.Equal(c.key(&members[i+1]), c.key(m)) {
 			continue
 		}
 		if written > 0 {
 			c.out = append(c.out, ',')
 		}
-		c.out = appendString(c.out, m.rawKey, m.plain)
+		c.out = appendString(c.out, c.in[m.rawStart:m.rawEnd], m.plain)
 		c.out = append(c.out, ':')
 		c.out = append(c.out, c.out[m.start:m.end]...)
 		written++
