@@ -138,7 +138,7 @@ func (h *handlers) divertPatch(req admission.Request, old, obj *objectView, newR
 	}
 	want := map[string]string{
 		v1alpha1.DesiredRevisionAnnotation: newRev.hash,
-		v1alpha1.DesiredTemplateAnnotation: string(newRev.desired),
+		v1alpha1.DesiredTemplateAnnotation: newRev.desired,
 	}
 	ops = setAnnotations(ops, obj, want)
 	keep, err := keepManagedFields(req, want)

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 	"gomodules.xyz/jsonpatch/v2"
@@ -115,7 +118,7 @@ type templateRevision struct {
 	// pruning empty objects is harmless for a hash but would lose meaning in the template itself
 	// (an empty downwardAPI volume source would come back as an emptyDir). Encoding the typed
 	// value keeps it independent of the request's key order and white space.
-	desired []byte
+	desired string
 }
 
 // revisionOf computes the revision of a Deployment's raw spec.template exactly as the controller
@@ -138,7 +141,7 @@ func revisionOf(raw []byte, what string) (templateRevision, error) {
 	if err != nil {
 		return templateRevision{}, fmt.Errorf("the request's %s: %w", what, err)
 	}
-	return templateRevision{hash: revision.HashCanonical(canon), desired: desired}, nil
+	return templateRevision{hash: revision.HashCanonical(canon), desired: string(desired)}, nil
 }
 
 // memo remembers the results of the pure, costly steps by their input. The same templates come
@@ -159,16 +162,18 @@ func newMemo() *memo {
 }
 
 func (m *memo) revision(raw []byte, what string) (templateRevision, error) {
-	if r, ok := m.revisions.Get(string(raw)); ok {
+	// One copy of the template for the lookup and the entry: the cache keys are interfaces.
+	key := string(raw)
+	if r, ok := m.revisions.Get(key); ok {
 		return r.(templateRevision), nil
 	}
 	r, err := revisionOf(raw, what)
 	if err != nil {
 		return r, err
 	}
-	m.revisions.Add(string(raw), r)
+	m.revisions.Add(key, r)
 	// What the mutator records as desired-template: the validator checks it next.
-	m.desired.Add(string(r.desired), r.hash)
+	m.desired.Add(r.desired, r.hash)
 	return r, nil
 }
 
@@ -196,8 +201,10 @@ func (m *memo) templatePatch(oldRaw, newRaw []byte) ([]jsonpatch.Operation, erro
 	if ops, ok := m.patches.Get(key); ok {
 		return ops.([]jsonpatch.Operation), nil
 	}
-	// Diffing only the two templates keeps the patch minimal and avoids decoding the rest.
-	ops, err := jsonpatch.CreatePatch(newRaw, oldRaw)
+	// Diffing only the two templates keeps the patch minimal and avoids decoding the rest, and
+	// diffing only what differs within them avoids decoding the unchanged bulk of the templates.
+	from, to := withoutCommon(nil, nil, gjson.ParseBytes(newRaw), gjson.ParseBytes(oldRaw))
+	ops, err := jsonpatch.CreatePatch(from, to)
 	if err != nil {
 		return nil, err
 	}
@@ -208,6 +215,102 @@ func (m *memo) templatePatch(oldRaw, newRaw []byte) ([]jsonpatch.Operation, erro
 	ops = ops[:len(ops):len(ops)]
 	m.patches.Add(key, ops)
 	return ops, nil
+}
+
+// withoutCommon appends to da and db the JSON values a and b without what they share, where
+// leaving it out changes none of the operations jsonpatch.CreatePatch finds between them: equal
+// values yield none. Members with identical text in two objects are dropped from both; elements
+// with identical text at the same index of two arrays become null in both (CreatePatch sees two
+// nulls, and the other elements keep their indexes). Everything else is kept whole, so that the
+// values of add and replace operations are the originals.
+func withoutCommon(da, db []byte, a, b gjson.Result) ([]byte, []byte) {
+	switch {
+	case a.IsObject() && b.IsObject():
+		am, aok := objectMembers(a)
+		bm, bok := objectMembers(b)
+		if !aok || !bok {
+			break
+		}
+		da, db = append(da, '{'), append(db, '{')
+		// Both sorted by key: one merge pairs the shared keys.
+		for len(am) > 0 || len(bm) > 0 {
+			switch {
+			case len(bm) == 0 || len(am) > 0 && am[0].key < bm[0].key:
+				da = append(appendKey(da, am[0].key), am[0].value.Raw...)
+				am = am[1:]
+			case len(am) == 0 || bm[0].key < am[0].key:
+				db = append(appendKey(db, bm[0].key), bm[0].value.Raw...)
+				bm = bm[1:]
+			default:
+				if av, bv := am[0].value, bm[0].value; av.Raw != bv.Raw {
+					da, db = withoutCommon(appendKey(da, am[0].key), appendKey(db, bm[0].key), av, bv)
+				}
+				am, bm = am[1:], bm[1:]
+			}
+		}
+		return append(da, '}'), append(db, '}')
+	case a.IsArray() && b.IsArray():
+		ae, be := a.Array(), b.Array()
+		da, db = append(da, '['), append(db, '[')
+		for i := range max(len(ae), len(be)) {
+			switch {
+			case i >= len(be):
+				da = append(appendComma(da), ae[i].Raw...)
+			case i >= len(ae):
+				db = append(appendComma(db), be[i].Raw...)
+			case ae[i].Raw == be[i].Raw:
+				da, db = append(appendComma(da), "null"...), append(appendComma(db), "null"...)
+			default:
+				da, db = withoutCommon(appendComma(da), appendComma(db), ae[i], be[i])
+			}
+		}
+		return append(da, ']'), append(db, ']')
+	}
+	return append(da, a.Raw...), append(db, b.Raw...)
+}
+
+type jsonMember struct {
+	key   string
+	value gjson.Result
+}
+
+// objectMembers returns an object's members sorted by key, of a repeated key only the last as for
+// the decoder, and false when a key is written with escapes or non-ASCII bytes: CreatePatch's
+// decoder could read such a key otherwise than gjson does, and appendKey could not write it back.
+func objectMembers(obj gjson.Result) ([]jsonMember, bool) {
+	var ms []jsonMember
+	ok := true
+	obj.ForEach(func(k, v gjson.Result) bool {
+		for i := 0; i < len(k.Raw) && ok; i++ {
+			ok = k.Raw[i] != '\\' && k.Raw[i] < utf8.RuneSelf
+		}
+		ms = append(ms, jsonMember{key: k.Str, value: v})
+		return ok
+	})
+	slices.SortStableFunc(ms, func(a, b jsonMember) int { return strings.Compare(a.key, b.key) })
+	last := ms[:0]
+	for i, m := range ms {
+		if i+1 == len(ms) || ms[i+1].key != m.key {
+			last = append(last, m)
+		}
+	}
+	return last, ok
+}
+
+// appendKey appends a plain key (see objectMembers) after a comma if the object has a member.
+func appendKey(dst []byte, k string) []byte {
+	dst = appendComma(dst)
+	dst = append(dst, '"')
+	dst = append(dst, k...)
+	return append(dst, '"', ':')
+}
+
+// appendComma separates a member or element from the one before, if any.
+func appendComma(dst []byte) []byte {
+	if last := dst[len(dst)-1]; last != '{' && last != '[' {
+		return append(dst, ',')
+	}
+	return dst
 }
 
 // desiredRevision returns the revision of a desired-template annotation value, which must decode
