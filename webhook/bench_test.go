@@ -55,6 +55,34 @@ func BenchmarkMutateDivertCold(b *testing.B) {
 	}
 }
 
+// A new Git revision arrives while the stable template's revision is memoised, as it usually is:
+// the webhook computed it when it admitted that template's promotion. Only the new template is
+// decoded and hashed, and the template patch computed.
+func BenchmarkMutateDivertColdNew(b *testing.B) {
+	stable := fleetDeployment(b)
+	h := newTestHandlers(newFakeLookup())
+	req := benchRequest(b, request{op: admissionv1.Update, fieldManager: fleetManager, old: stable, obj: withImage(stable, newImage)})
+	old, err := decodeView(req.OldObject.Raw, "old object")
+	if err != nil {
+		b.Fatal(err)
+	}
+	stableRev, err := revisionOf(old.Spec.Template, "old object")
+	if err != nil {
+		b.Fatal(err)
+	}
+	stableKey := string(old.Spec.Template)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(req.Object.Raw)))
+	for b.Loop() {
+		h.memo = newMemo()
+		h.memo.revisions.Add(stableKey, stableRev)
+		if resp := h.mutateDeployment(ctx, req); len(resp.Patches) == 0 {
+			b.Fatal("not diverted")
+		}
+	}
+}
+
 // The same request again (the API server retrying, a reinvocation): the revisions and the template
 // patch come from the memo.
 func BenchmarkMutateDivert(b *testing.B) {
