@@ -28,12 +28,15 @@ import (
 	"canarygate.io/canarygate/api/v1alpha1"
 	"canarygate.io/canarygate/controller/analysis"
 	"canarygate.io/canarygate/controller/canary"
+	"canarygate.io/canarygate/controller/expectations"
 	"canarygate.io/canarygate/controller/traffic"
 	"canarygate.io/canarygate/revision"
 )
 
 // routesFinalizer keeps a Canary that is deleted mid-flight until its routes are restored: a user
-// VirtualService must not keep sending a share of traffic to a deleted canary Service.
+// VirtualService must not keep sending a share of traffic to a deleted canary Service. It is set
+// only while user routes carry the canary: generated routes, like the canary Deployment and
+// Service, are owned by the Canary and go with it.
 const routesFinalizer = "canarygate.io/routes"
 
 // immediately is the requeue of a phase that needs no waiting; it leaves the cache time to catch up
@@ -47,9 +50,9 @@ type canaryReconciler struct {
 	opts      Options
 	recorder  recorder.EventRecorder
 	providers *providerCache
-	// superseded holds, per Canary, the resourceVersion that this controller's last write replaced.
-	// A cached Canary still at that version is stale: deciding on it would repeat the last step.
-	superseded sync.Map // types.NamespacedName → string
+	// writes remembers this controller's own Canary writes: a cached Canary that does not show the
+	// last one is stale, and deciding on it would repeat the last step.
+	writes expectations.Writes
 }
 
 func (r *canaryReconciler) setup(mgr ctrl.Manager) error {
@@ -98,19 +101,16 @@ func (r *canaryReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	if err := r.client.Get(ctx, req.NamespacedName, &c); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetCanary(req.Namespace, req.Name)
-			r.superseded.Delete(req.NamespacedName)
+			r.writes.Forget(req.NamespacedName)
 		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	if rv, ok := r.superseded.Load(req.NamespacedName); ok {
-		if rv == c.ResourceVersion {
-			return reconcile.Result{RequeueAfter: immediately}, nil
-		}
-		r.superseded.Delete(req.NamespacedName)
+	if err := r.writes.Check(req.NamespacedName, &c); err != nil {
+		return reconcile.Result{RequeueAfter: immediately}, nil
 	}
 	x := r.routeOf(&c)
 	if !c.DeletionTimestamp.IsZero() {
-		return reconcile.Result{}, r.release(ctx, &c, x.route)
+		return r.retry(ctx, r.release(ctx, &c, x.route))
 	}
 
 	in, x, err := r.observe(ctx, &c, x)
@@ -126,14 +126,20 @@ func (r *canaryReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 
 	inFlight := d.Status.Phase == v1alpha1.PhaseProgressing || d.Status.Phase == v1alpha1.PhasePromoting || d.Status.Phase == v1alpha1.PhaseFinalising
 	if inFlight && !slices.Contains(c.Finalizers, routesFinalizer) {
-		if err := r.patchMeta(ctx, &c, append(slices.Clone(c.Finalizers), routesFinalizer), false); err != nil {
-			return r.retry(ctx, err)
+		user, err := r.opts.Router.UserRouted(ctx, x.route)
+		if err != nil {
+			return r.retry(ctx, fmt.Errorf("reading routes: %w", err))
+		}
+		if user {
+			if err := r.patchMeta(ctx, &c, append(slices.Clone(c.Finalizers), routesFinalizer), false); err != nil {
+				return r.retry(ctx, err)
+			}
 		}
 	}
 	for _, a := range d.Actions {
 		if err := r.execute(ctx, &c, a, x); err != nil {
 			err = fmt.Errorf("%s: %w", a.Kind, err)
-			if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
+			if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) && !errors.Is(err, expectations.ErrBehind) {
 				r.recorder.Eventf(&c, nil, corev1.EventTypeWarning, "ActionFailed", "Reconcile", "%v", err)
 			}
 			return r.retry(ctx, err)
@@ -152,7 +158,7 @@ func (r *canaryReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 			}
 			return r.retry(ctx, fmt.Errorf("writing status: %w", err))
 		}
-		r.superseded.Store(req.NamespacedName, rv)
+		r.writes.Updated(req.NamespacedName, rv)
 		if before != c.Status.Phase {
 			logger.Info("phase changed", "from", before, "to", c.Status.Phase, "revision", c.Status.CanaryRevision, "message", c.Status.Message)
 			countFinished(before, c.Status.Phase)
@@ -176,10 +182,13 @@ func (r *canaryReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	return reconcile.Result{RequeueAfter: d.RequeueAfter}, nil
 }
 
-// retry turns a conflict or an already-existing object (the cache was behind) into a quiet short
-// requeue; other errors go to the rate-limited queue.
+// retry turns a cache behind this controller's own write into an immediate requeue, a conflict or
+// an already-existing object (the cache was behind another writer) into a quiet short requeue;
+// other errors go to the rate-limited queue.
 func (r *canaryReconciler) retry(ctx context.Context, err error) (reconcile.Result, error) {
 	switch {
+	case errors.Is(err, expectations.ErrBehind):
+		return reconcile.Result{RequeueAfter: immediately}, nil
 	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
 		log.FromContext(ctx).V(1).Info("conflict; retrying with fresher objects", "error", err.Error())
 		return reconcile.Result{RequeueAfter: time.Second}, nil
@@ -193,9 +202,10 @@ func (r *canaryReconciler) routeOf(c *v1alpha1.Canary) *facts {
 	if svc == "" {
 		svc = owner
 	}
+	ref := controllerRef(c)
 	return &facts{route: traffic.Target{
 		Namespace: c.Namespace, Owner: owner, StableService: svc,
-		CanaryService: v1alpha1.GeneratedName(owner), Port: c.Spec.Service.Port,
+		CanaryService: v1alpha1.GeneratedName(owner), Port: c.Spec.Service.Port, OwnerRef: &ref,
 	}}
 }
 
@@ -474,8 +484,12 @@ func (r *canaryReconciler) emit(ctx context.Context, c *v1alpha1.Canary, x *fact
 		if e.Warning {
 			typ = corev1.EventTypeWarning
 		}
-		r.recorder.Eventf(c, nil, typ, e.Reason, "Canary", "%s", e.Message)
-		if e.OnTarget && x.target != nil {
+		if e.NotifyOnly {
+			log.FromContext(ctx).Info(e.Message, "reason", e.Reason)
+		} else {
+			r.recorder.Eventf(c, nil, typ, e.Reason, "Canary", "%s", e.Message)
+		}
+		if e.OnTarget && !e.NotifyOnly && x.target != nil {
 			r.recorder.Eventf(x.target, c, typ, e.Reason, "Canary", "%s", e.Message)
 		}
 		for _, h := range eventHooks {
@@ -497,7 +511,7 @@ func (r *canaryReconciler) patchMeta(ctx context.Context, c *v1alpha1.Canary, fi
 	if err := r.client.Patch(ctx, c, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("patching Canary metadata: %w", err)
 	}
-	r.superseded.Store(client.ObjectKeyFromObject(c), orig.ResourceVersion)
+	r.writes.Updated(client.ObjectKeyFromObject(c), orig.ResourceVersion)
 	return nil
 }
 

@@ -3,10 +3,14 @@ package integration
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+	networking "istio.io/api/networking/v1alpha3"
+	istionetworkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -19,6 +23,7 @@ import (
 
 	"canarygate.io/canarygate/api/v1alpha1"
 	canarymachine "canarygate.io/canarygate/controller/canary"
+	canarytraffic "canarygate.io/canarygate/controller/traffic"
 )
 
 // setAction writes the canarygate.io/action annotation on the Canary.
@@ -188,4 +193,82 @@ func TestUnmanagedDeploymentLosesItsCanary(t *testing.T) {
 	annotate(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: f.ns}}, v1alpha1.OptInKey, nil)
 	f.eventually("an unmanaged namespace's Canary is deleted", gone(app))
 	userKept()
+}
+
+// TestCanaryDeletedMidFlight: a Canary deleted while its canary takes traffic leaves no trace.
+// With a user VirtualService it holds a finalizer until the routes are restored exactly; with a
+// generated one it holds none (no extra write per release), and the garbage collector removes the
+// generated route with the canary Deployment and Service, which the Canary owns.
+func TestCanaryDeletedMidFlight(t *testing.T) {
+	t.Parallel()
+	sharedManager(t)
+	for _, user := range []bool{true, false} {
+		t.Run(fmt.Sprintf("user route %v", user), func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, userAnalysis(func(a *v1alpha1.CanaryAnalysis) { a.StepWeight, a.MaxWeight = 10, 50 }))
+			ctx := context.Background()
+			var original []*networking.HTTPRoute
+			if user {
+				original = []*networking.HTTPRoute{{Route: []*networking.HTTPRouteDestination{{Destination: &networking.Destination{Host: app, Port: &networking.PortSelector{Number: 80}}}}}}
+				vs := &istionetworkingv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: f.ns}}
+				vs.Spec.Hosts = []string{app}
+				vs.Spec.Http = original
+				f.create(vs)
+			}
+			f.propose("example.com/web:v2")
+			f.waitWeight(10)
+
+			cg, err := f.canary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if has := slices.Contains(cg.Finalizers, "canarygate.io/routes"); has != user {
+				t.Errorf("finalizers %v mid-flight; want the routes finalizer only with a user route", cg.Finalizers)
+			}
+			generated := map[string]client.Object{
+				"Deployment": &appsv1.Deployment{}, "Service": &corev1.Service{}, "VirtualService": &istionetworkingv1.VirtualService{},
+			}
+			if user {
+				delete(generated, "VirtualService")
+			}
+			uids := map[string]types.UID{}
+			for kind, o := range generated {
+				if err := f.c.Get(ctx, f.key(canary), o); err != nil {
+					t.Fatalf("generated %s mid-flight: %v", kind, err)
+				}
+				uids[kind] = o.GetUID()
+			}
+
+			if err := f.c.Delete(ctx, cg); err != nil {
+				t.Fatal(err)
+			}
+			// The Deployment stays managed, so a new Canary of the same name may follow at once.
+			f.eventually("the Canary is gone", func() (bool, string) {
+				now, err := f.canary()
+				return apierrors.IsNotFound(err) || (err == nil && now.UID != cg.UID), fmt.Sprint(err)
+			})
+			if user {
+				// The finalizer held the Canary until the routes were back: they are, now.
+				var vs istionetworkingv1.VirtualService
+				if err := f.c.Get(ctx, f.key(app), &vs); err != nil {
+					t.Fatal(err)
+				}
+				if len(vs.Spec.Http) != 1 || !proto.Equal(vs.Spec.Http[0], original[0]) || vs.Annotations[canarytraffic.OriginalHTTPAnnotation] != "" {
+					t.Errorf("user VirtualService after the Canary's deletion: %v %v", vs.Spec.Http, vs.Annotations)
+				}
+			}
+			// A new Canary may be created for the Deployment meanwhile and generate its own objects:
+			// the ones of the deleted Canary are told apart by UID.
+			f.eventually("the deleted Canary's generated objects are gone", func() (bool, string) {
+				var left []string
+				for kind, o := range generated {
+					err := f.c.Get(ctx, f.key(canary), o)
+					if err == nil && o.GetUID() == uids[kind] {
+						left = append(left, kind)
+					}
+				}
+				return len(left) == 0, strings.Join(left, ", ")
+			})
+		})
+	}
 }

@@ -3,6 +3,7 @@ package traffic
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -18,10 +19,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"canarygate.io/canarygate/api/v1alpha1"
+	"canarygate.io/canarygate/controller/expectations"
 	"canarygate.io/canarygate/e2e/testbed"
 )
 
@@ -57,7 +60,43 @@ func newRouter(t *testing.T) (Router, client.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return NewIstio(cached), direct
+	return settled{NewIstio(cached)}, direct
+}
+
+// settled retries every call that finds the cache behind the router's own last write, as the
+// reconciler does by requeueing.
+type settled struct{ Router }
+
+func untilSettled(ctx context.Context, call func() error) error {
+	for {
+		err := call()
+		if !errors.Is(err, expectations.ErrBehind) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (s settled) SetWeight(ctx context.Context, t Target, w int) error {
+	return untilSettled(ctx, func() error { return s.Router.SetWeight(ctx, t, w) })
+}
+
+func (s settled) Finalize(ctx context.Context, t Target) error {
+	return untilSettled(ctx, func() error { return s.Router.Finalize(ctx, t) })
+}
+
+func (s settled) Weight(ctx context.Context, t Target) (w int, err error) {
+	err = untilSettled(ctx, func() error { w, err = s.Router.Weight(ctx, t); return err })
+	return w, err
+}
+
+func (s settled) UserRouted(ctx context.Context, t Target) (user bool, err error) {
+	err = untilSettled(ctx, func() error { user, err = s.Router.UserRouted(ctx, t); return err })
+	return user, err
 }
 
 var nsCounter atomic.Int32
@@ -100,7 +139,8 @@ func mustWeight(t *testing.T, r Router, tg Target, want int) {
 func TestIstioGeneratedVirtualService(t *testing.T) {
 	router, c := newRouter(t)
 	ctx := ctxT(t)
-	tg := Target{Namespace: namespace(t, c), Owner: "web", StableService: "web", CanaryService: "web-canary", Port: 8080}
+	owner := metav1.OwnerReference{APIVersion: "canarygate.io/v1alpha1", Kind: "Canary", Name: "web", UID: "canary-uid", Controller: ptr.To(true)}
+	tg := Target{Namespace: namespace(t, c), Owner: "web", StableService: "web", CanaryService: "web-canary", Port: 8080, OwnerRef: &owner}
 	name := v1alpha1.GeneratedName(tg.Owner)
 
 	if err := router.SetWeight(ctx, tg, 0); err != nil {
@@ -118,6 +158,12 @@ func TestIstioGeneratedVirtualService(t *testing.T) {
 	vs := getVS(t, c, tg.Namespace, name)
 	if vs.Labels[v1alpha1.GeneratedForLabel] != "web" || strings.Join(vs.Spec.Hosts, ",") != "web" {
 		t.Errorf("generated VirtualService labels %v hosts %v", vs.Labels, vs.Spec.Hosts)
+	}
+	if len(vs.OwnerReferences) != 1 || vs.OwnerReferences[0].UID != owner.UID {
+		t.Errorf("generated VirtualService owners %v, want the target's owner", vs.OwnerReferences)
+	}
+	if user, err := router.UserRouted(ctx, tg); err != nil || user {
+		t.Errorf("UserRouted with only the generated route = %v, %v; want false", user, err)
 	}
 	if got := fmt.Sprint(show(vs.Spec.Http)); got != "[web:8080=80 web-canary:8080=20]" {
 		t.Errorf("generated routes %s", got)
@@ -204,6 +250,9 @@ func TestIstioUserVirtualService(t *testing.T) {
 		if err := router.SetWeight(ctx, tg, w); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if user, err := router.UserRouted(ctx, tg); err != nil || !user {
+		t.Errorf("UserRouted with the user's route carrying the canary = %v, %v; want true", user, err)
 	}
 	vs := getVS(t, c, ns, "web")
 	fqdn := "." + ns + ".svc.cluster.local"

@@ -2,7 +2,11 @@
 // interface keeps the state machine independent of the mesh: Istio now, Gateway API HTTPRoute next.
 package traffic
 
-import "context"
+import (
+	"context"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
 
 // Target identifies the routes of one canary.
 type Target struct {
@@ -17,6 +21,9 @@ type Target struct {
 	CanaryService string
 	// Port is the Service port traffic is sent to; 0 means the route does not name a port.
 	Port int32
+	// OwnerRef, when set, is put on generated routes, so that they go away with their owner (the
+	// Canary) even when nobody finalizes them.
+	OwnerRef *metav1.OwnerReference
 }
 
 // Router sets and reads the canary's share of traffic.
@@ -30,4 +37,8 @@ type Router interface {
 	// Finalize routes everything to stable: user routes are restored exactly as they were before
 	// the canary, generated routes are deleted. It is idempotent.
 	Finalize(ctx context.Context, t Target) error
+	// UserRouted reports whether the canary's traffic goes, or would go, through routes that
+	// canarygate did not generate: only those need Finalize when the owner goes away, since
+	// generated routes carry Target.OwnerRef.
+	UserRouted(ctx context.Context, t Target) (bool, error)
 }
