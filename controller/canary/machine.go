@@ -177,12 +177,15 @@ type Action struct {
 	Hook     v1alpha1.HookType
 }
 
-// Event is a Kubernetes Event to record on the Canary, and on the Deployment when OnTarget.
+// Event is a Kubernetes Event to record on the Canary, and on the Deployment when OnTarget; every
+// Event, and each NotifyOnly one, also goes to the event webhooks and the log.
 type Event struct {
 	Warning  bool
 	Reason   string
 	Message  string
 	OnTarget bool
+	// NotifyOnly: not recorded as a Kubernetes Event.
+	NotifyOnly bool
 }
 
 // Decision is what to do next. When Round is set nothing else is: evaluate the round and call
@@ -308,6 +311,7 @@ func (m *machine) action() bool {
 			break
 		}
 		// A promote also accepts a held failed revision: the operator overrides the analysis.
+		m.event(false, "PromoteRequested", fmt.Sprintf("promoting revision %s by action", m.in.Pending), false)
 		m.st.CanaryRevision = m.in.Pending
 		m.toPromoting("promotion requested by action")
 		return false
@@ -485,7 +489,7 @@ func (m *machine) progressing() {
 		m.st.CanaryWeight = w
 		m.st.LastTransitionTime = *m.now()
 		m.st.Message = fmt.Sprintf("analysing revision %s at weight %d", p, w)
-		m.event(false, "WeightAdvanced", fmt.Sprintf("advance %s canary weight to %d", p, w), false)
+		m.notify("WeightAdvanced", fmt.Sprintf("advance %s canary weight to %d", p, w))
 	default:
 		m.st.Message = fmt.Sprintf("unknown round outcome %q", r.Outcome)
 	}
@@ -512,7 +516,7 @@ func (m *machine) nextWeight() int {
 func (m *machine) toPromoting(why string) {
 	m.setPhase(v1alpha1.PhasePromoting, fmt.Sprintf("promoting revision %s (%s); waiting for the Deployment to roll it out", m.st.CanaryRevision, why))
 	m.condition(v1alpha1.ConditionPromoted, false, "Promoting", fmt.Sprintf("revision %s is being promoted", m.st.CanaryRevision))
-	m.event(false, "Promoting", fmt.Sprintf("promoting revision %s: %s", m.st.CanaryRevision, why), true)
+	m.notify("Promoting", fmt.Sprintf("promoting revision %s: %s", m.st.CanaryRevision, why))
 	m.promoting()
 }
 
@@ -544,6 +548,9 @@ func (m *machine) promoting() {
 		return
 	}
 	m.act(Action{Kind: ActPromote, Revision: rev})
+	// The status is written only once the promotion went through, and then the Deployment's
+	// template is this revision: recording it now saves a status write on the next pass.
+	m.st.StableRevision = rev
 	m.requeueAfter(m.in.Settings.Interval)
 }
 
@@ -754,4 +761,11 @@ func (m *machine) act(a Action) { m.d.Actions = append(m.d.Actions, a) }
 
 func (m *machine) event(warning bool, reason, msg string, onTarget bool) {
 	m.d.Events = append(m.d.Events, Event{Warning: warning, Reason: reason, Message: msg, OnTarget: onTarget})
+}
+
+// notify records a step within a phase for event webhooks and the log only: the weight and phase
+// are in the status, the metrics and the routes, and at a thousand canaries a Kubernetes Event per
+// step would be a fifth of the controller's API writes.
+func (m *machine) notify(reason, msg string) {
+	m.d.Events = append(m.d.Events, Event{Reason: reason, Message: msg, NotifyOnly: true})
 }

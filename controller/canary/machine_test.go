@@ -85,6 +85,9 @@ func events(d Decision) string {
 		if e.OnTarget {
 			s += "+target"
 		}
+		if e.NotifyOnly {
+			s += "(notify)"
+		}
 		out = append(out, s)
 	}
 	return strings.Join(out, ", ")
@@ -246,7 +249,7 @@ func TestDecide(t *testing.T) {
 			name: "restart mid-flight, round overdue: the round continues from the recorded weight",
 			in:   with(flight(30, time.Hour), func(in *Input) { in.Round = round(OutcomePass, "") }),
 			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 40, iterations: 4, actions: "EnsureCanary p1, SetWeight 40",
-				events: "WeightAdvanced", requeueAfter: 5 * time.Second, analysedNow: true},
+				events: "WeightAdvanced(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
 			name: "canary not ready: wait, no round",
@@ -276,7 +279,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "first round passes: first step",
 			in:   with(flight(0, 6*time.Second), func(in *Input) { in.Round = round(OutcomePass, "") }),
-			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 10, actions: "EnsureCanary p1, SetWeight 10", events: "WeightAdvanced", requeueAfter: 5 * time.Second, analysedNow: true},
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 10, actions: "EnsureCanary p1, SetWeight 10", events: "WeightAdvanced(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
 			name: "pre-rollout fails: a failed check, and the first round is retried",
@@ -296,7 +299,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "pass: weight steps up",
 			in:   with(flight(20, 5*time.Second), func(in *Input) { in.Round = round(OutcomePass, "") }),
-			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 30, iterations: 3, actions: "EnsureCanary p1, SetWeight 30", events: "WeightAdvanced", requeueAfter: 5 * time.Second, analysedNow: true},
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 30, iterations: 3, actions: "EnsureCanary p1, SetWeight 30", events: "WeightAdvanced(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
 			name: "pass: the step is capped at maxWeight",
@@ -304,7 +307,7 @@ func TestDecide(t *testing.T) {
 				in.Settings.StepWeight = 15
 				in.Round = round(OutcomePass, "")
 			}),
-			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 50, iterations: 5, actions: "EnsureCanary p1, SetWeight 50", events: "WeightAdvanced", requeueAfter: 5 * time.Second, analysedNow: true},
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 50, iterations: 5, actions: "EnsureCanary p1, SetWeight 50", events: "WeightAdvanced(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
 			name: "stepWeights: the next entry above the current weight",
@@ -313,12 +316,12 @@ func TestDecide(t *testing.T) {
 				in.Settings.MaxWeight = 60
 				in.Round = round(OutcomePass, "")
 			}),
-			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 60, iterations: 3, actions: "EnsureCanary p1, SetWeight 60", events: "WeightAdvanced", requeueAfter: 5 * time.Second, analysedNow: true},
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 60, iterations: 3, actions: "EnsureCanary p1, SetWeight 60", events: "WeightAdvanced(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
 			name: "pass at maxWeight: promote",
 			in:   with(flight(50, 5*time.Second), func(in *Input) { in.Round = round(OutcomePass, "") }),
-			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 50, iterations: 6, actions: "EnsureCanary p1, Promote p1", events: "Promoting+target", requeueAfter: 5 * time.Second, analysedNow: true},
+			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 50, iterations: 6, actions: "EnsureCanary p1, Promote p1", events: "Promoting(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
 			name: "fail below threshold: counted",
@@ -352,7 +355,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "skipAnalysis: promote once the canary is ready",
 			in:   with(flight(0, 5*time.Second), func(in *Input) { in.Settings.SkipAnalysis = true }),
-			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", actions: "EnsureCanary p1, Promote p1", events: "Promoting+target", requeueAfter: 5 * time.Second},
+			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", actions: "EnsureCanary p1, Promote p1", events: "Promoting(notify)", requeueAfter: 5 * time.Second},
 		},
 		{
 			name: "skipAnalysis: still waits for the canary to be ready",
@@ -551,7 +554,7 @@ func TestDecide(t *testing.T) {
 				in.Status.Conditions = paused
 				in.Round = round(OutcomePass, "")
 			}),
-			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 30, iterations: 3, actions: "EnsureCanary p1, SetWeight 30", events: "Resumed, WeightAdvanced", actionDone: true, requeueAfter: 5 * time.Second, analysedNow: true,
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 30, iterations: 3, actions: "EnsureCanary p1, SetWeight 30", events: "Resumed, WeightAdvanced(notify)", actionDone: true, requeueAfter: 5 * time.Second, analysedNow: true,
 				conditions: map[string]metav1.ConditionStatus{v1alpha1.ConditionPaused: metav1.ConditionFalse}},
 		},
 		{
@@ -577,7 +580,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "action promote mid-flight: straight to Promoting",
 			in:   with(flight(20, time.Second), func(in *Input) { in.Action = v1alpha1.ActionPromote }),
-			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 20, iterations: 2, actions: "Promote p1", events: "Promoting+target", actionDone: true, requeueAfter: 5 * time.Second},
+			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 20, iterations: 2, actions: "Promote p1", events: "PromoteRequested, Promoting(notify)", actionDone: true, requeueAfter: 5 * time.Second},
 		},
 		{
 			name: "action promote of a held failed revision: the operator overrides",
@@ -587,7 +590,7 @@ func TestDecide(t *testing.T) {
 				in.Status.Phase = v1alpha1.PhaseFailed
 				in.Status.FailedRevision = "p1"
 			}),
-			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", failedRev: "p1", actions: "Promote p1", events: "Promoting+target", actionDone: true, requeueAfter: 5 * time.Second},
+			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", failedRev: "p1", actions: "Promote p1", events: "PromoteRequested, Promoting(notify)", actionDone: true, requeueAfter: 5 * time.Second},
 		},
 		{
 			name: "action promote with nothing pending: ignored",
@@ -635,7 +638,12 @@ func TestDecide(t *testing.T) {
 			check("requeue", d.Requeue, w.requeue)
 			check("requeueAfter", d.RequeueAfter, w.requeueAfter)
 			check("actionDone", d.ActionDone, w.actionDone)
-			check("stableRevision", st.StableRevision, tc.in.StableRevision)
+			// Once the promotion is written, the Deployment's template is the promoted revision.
+			wantStable := tc.in.StableRevision
+			if strings.Contains(w.actions, "Promote ") {
+				wantStable = w.canaryRev
+			}
+			check("stableRevision", st.StableRevision, wantStable)
 			check("observedGeneration", st.ObservedGeneration, tc.in.Generation)
 			if w.message != "" && !strings.Contains(st.Message, w.message) {
 				t.Errorf("message %q does not contain %q", st.Message, w.message)
