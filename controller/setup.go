@@ -40,6 +40,15 @@ type Options struct {
 	Router traffic.Router
 }
 
+// The API client's defaults. A thousand canaries stepping every 10 s write about 100 Canary
+// statuses and 100 routes per second, and controller-runtime gives every resource type its own
+// token bucket of this size: at 50/s every step would wait seconds for its writes. The API server's
+// priority and fairness, not this client-side limit, is what protects it from a runaway client.
+const (
+	DefaultClientQPS   = 200
+	DefaultClientBurst = 400
+)
+
 // DefaultAnalysis is Flagger's usual analysis: 1m interval, threshold 5, maxWeight 50, stepWeight
 // 10, request success rate of at least 99% and p99 request duration of at most 500ms.
 func DefaultAnalysis() v1alpha1.CanaryAnalysis {
