@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 
@@ -27,7 +28,9 @@ type EnvOptions struct {
 	KubeAPIQPS int
 	// CanarygateArgs are extra canarygate flags.
 	CanarygateArgs []string
-	Logf           func(format string, args ...any)
+	// Pprof serves canarygate's pprof endpoints (Env.PprofAddr), to profile the rollout.
+	Pprof bool
+	Logf  func(format string, args ...any)
 }
 
 // Env is a fresh test bed with canarygate running behind the counting proxy.
@@ -37,6 +40,8 @@ type Env struct {
 	Proxy *apiproxy.Proxy
 	Pid   int
 	Admin *rest.Config // QPS raised for bulk setup
+	// PprofAddr is canarygate's pprof host:port, empty unless EnvOptions.Pprof.
+	PprofAddr string
 }
 
 // StartEnv starts the test bed, the proxy and canarygate. Stop it with Stop.
@@ -72,6 +77,12 @@ func StartEnv(ctx context.Context, opts EnvOptions) (e *Env, err error) {
 	// A later --kubeconfig wins over the harness' own: canarygate talks to the API server through
 	// the proxy, which adds the ServiceAccount token the harness issued.
 	args := append([]string{"--kubeconfig=" + proxied}, opts.CanarygateArgs...)
+	if opts.Pprof {
+		if e.PprofAddr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		args = append(args, "--pprof-bind-address="+e.PprofAddr)
+	}
 	e.H, err = harness.Start(ctx, harness.Options{Env: bed, Dir: dir, Args: args, Logf: logf})
 	if err != nil {
 		return nil, err
@@ -119,4 +130,14 @@ func writeProxyKubeconfig(path, server string) error {
 	cfg.Contexts["proxy"] = &clientcmdapi.Context{Cluster: "proxy", AuthInfo: "proxy"}
 	cfg.CurrentContext = "proxy"
 	return clientcmd.WriteToFile(*cfg, path)
+}
+
+// freeAddr returns a loopback host:port that nothing listens on now.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }

@@ -3,6 +3,9 @@ package scale
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -29,7 +32,13 @@ type RolloutOptions struct {
 	IdleWindow time.Duration
 	// Timeout bounds the wait for every Canary to succeed.
 	Timeout time.Duration
-	Logf    func(format string, args ...any)
+	// ProfilePath, when set and the Env serves pprof, receives a CPU profile of canarygate over the
+	// first ProfileSeconds of the rollout.
+	ProfilePath    string
+	ProfileSeconds int
+	// ClientQPS is canarygate's --kube-api-qps in the run, for the report.
+	ClientQPS int
+	Logf      func(format string, args ...any)
 }
 
 // RolloutResult is one rollout of N canaries.
@@ -51,10 +60,18 @@ type RolloutResult struct {
 	SetupDuration, UpdateDuration time.Duration
 	Args                          []string
 	// PeakRate is the busiest second of canarygate's requests during the rollout; SecondsNearLimit
-	// counts the seconds with at least 45 requests (90% of canarygate's default 50/s client limit).
+	// counts the seconds with at least 90% of ClientQPS requests, canarygate's client limit (per
+	// resource type) in the run.
 	PeakRate         int64
 	SecondsNearLimit int
 	Interval         time.Duration
+	ClientQPS        int
+	// Queue is the canary controller's work queue and reconcile timing during the rollout.
+	Queue QueueStats
+	// Profile is the file holding a CPU profile of canarygate over the rollout's first
+	// ProfileSeconds, empty when none was taken.
+	Profile        string
+	ProfileSeconds int
 }
 
 // app is one Fleet bundle (Namespace, Deployment, Service, Canary) in its own namespace.
@@ -124,6 +141,14 @@ func Rollout(ctx context.Context, env *Env, opts RolloutOptions) (*RolloutResult
 	defer rec.stop()
 	c0, cpu0 := env.Proxy.Counts(), mustCPU(env.Pid)
 	start := time.Now()
+	sampler := startQueueSampler(ctx, env.H.Canarygate.MetricsAddr)
+	profiled := make(chan error, 1)
+	if env.PprofAddr != "" && opts.ProfilePath != "" {
+		res.Profile, res.ProfileSeconds = opts.ProfilePath, opts.ProfileSeconds
+		go func() { profiled <- cpuProfile(ctx, env.PprofAddr, opts.ProfileSeconds, opts.ProfilePath) }()
+	} else {
+		profiled <- nil
+	}
 	if err := parallel(ctx, apps, 32, func(ctx context.Context, a *app) error {
 		b, err := a.bundle.WithImage(harness.DemoApp, harness.DemoApp, "ghcr.io/stefanprodan/podinfo:6.0.1")
 		if err != nil {
@@ -150,11 +175,18 @@ func Rollout(ctx context.Context, env *Env, opts RolloutOptions) (*RolloutResult
 	}
 	res.RolloutWall = time.Since(start)
 	res.RolloutRequests = env.Proxy.Counts().Sub(c0)
-	res.PeakRate, res.SecondsNearLimit = env.Proxy.Rate(start, time.Now(), 45)
+	res.ClientQPS = opts.ClientQPS
+	res.PeakRate, res.SecondsNearLimit = env.Proxy.Rate(start, time.Now(), int64(opts.ClientQPS*9/10))
 	res.RolloutCPU = mustCPU(env.Pid) - cpu0
 	res.RSSAfter, res.PeakRSS, err = ProcMemory(env.Pid)
 	if err != nil {
 		return nil, err
+	}
+	if res.Queue, err = sampler.stop(ctx); err != nil {
+		return nil, fmt.Errorf("canarygate's work queue metrics: %w", err)
+	}
+	if err := <-profiled; err != nil {
+		return nil, fmt.Errorf("profiling canarygate: %w", err)
 	}
 	rec.stop()
 	if err := rec.err(); err != nil {
@@ -393,4 +425,31 @@ func (r *recording) stop() {
 		r.cancel()
 		r.wg.Wait()
 	})
+}
+
+// cpuProfile saves canarygate's CPU profile over the next seconds to path.
+func cpuProfile(ctx context.Context, addr string, seconds int, path string) error {
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, seconds)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }

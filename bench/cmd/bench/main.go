@@ -24,6 +24,7 @@ import (
 
 	"canarygate.io/canarygate/bench/admission"
 	"canarygate.io/canarygate/bench/scale"
+	"canarygate.io/canarygate/controller"
 	"canarygate.io/canarygate/e2e/testbed"
 )
 
@@ -203,6 +204,14 @@ func admissionLoad(ctx context.Context, repo string, bed *testbed.Env, rates []i
 	return admission.RunLoad(ctx, servers, reviews, admission.LoadOptions{Rates: rates, Duration: d, Warmup: warmup, Repeats: repeats, Logf: logf})
 }
 
+// clientQPS is canarygate's --kube-api-qps in the scale and idle runs.
+func clientQPS(f flags) int {
+	if f.cgQPS > 0 {
+		return f.cgQPS
+	}
+	return controller.DefaultClientQPS
+}
+
 func canarygateArgs(f flags) []string {
 	if f.cgQPS <= 0 {
 		return nil
@@ -216,15 +225,18 @@ func runScale(ctx context.Context, f flags) error {
 		return err
 	}
 	for _, n := range ns {
-		env, err := scale.StartEnv(ctx, scale.EnvOptions{KubeAPIQPS: f.kubeQPS, CanarygateArgs: canarygateArgs(f), Logf: logf})
+		env, err := scale.StartEnv(ctx, scale.EnvOptions{KubeAPIQPS: f.kubeQPS, CanarygateArgs: canarygateArgs(f), Pprof: true, Logf: logf})
 		if err != nil {
 			return err
 		}
 		res, err := scale.Rollout(ctx, env, scale.RolloutOptions{
 			N: n, Interval: f.interval, StepWeight: 10, MaxWeight: 50,
-			IdleWindow: f.idleWindow,
-			Timeout:    5*time.Minute + time.Duration(n)*time.Second,
-			Logf:       logf,
+			IdleWindow:     f.idleWindow,
+			Timeout:        5*time.Minute + time.Duration(n)*time.Second,
+			ProfilePath:    filepath.Join(f.results, fmt.Sprintf("scale-%05d.cpu.pprof", n)),
+			ProfileSeconds: 60,
+			ClientQPS:      clientQPS(f),
+			Logf:           logf,
 		})
 		if err == nil {
 			res.Args = canarygateArgs(f)

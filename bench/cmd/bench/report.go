@@ -237,11 +237,22 @@ func reportScale(dir string, p func(string, ...any)) error {
 			sec(r.SucceededP50), sec(r.SucceededP99), r.RolloutRequests.Total(), per,
 			r.IdleRequests.Total(), r.IdleWindow, sec(r.RolloutCPU), mib(r.PeakRSS))
 	}
+	p("\nThe canary controller's work queue during the rollout (controller-runtime's own metrics, scraped every second: `workqueue_queue_duration_seconds` is how long a due Canary waited for a worker, `controller_runtime_reconcile_time_seconds` how long its reconcile took; quantiles interpolated within histogram buckets, as Prometheus' histogram_quantile does):\n\n")
+	p("| N | reconciles | queue wait p50 / p99 | reconcile p50 / p99 | max queue depth | max busy workers | CPU profile |\n|---:|---:|---|---|---:|---:|---|\n")
+	for _, r := range res {
+		profile := "none"
+		if r.Profile != "" {
+			profile = fmt.Sprintf("first %d s: `%s`", r.ProfileSeconds, filepath.Base(r.Profile))
+		}
+		q := r.Queue
+		p("| %d | %d | %s / %s | %s / %s | %d | %d | %s |\n", r.N, q.Reconciles, ms(q.WaitP50), ms(q.WaitP99), ms(q.ReconcileP50), ms(q.ReconcileP99), q.MaxDepth, q.MaxBusyWorkers, profile)
+	}
 	p("\nRequests by verb and resource:\n\n")
 	for _, r := range res {
 		p("- N=%d, rollout (%s wall, until all finished): %s. By resource: %s.\n", r.N, sec(r.RolloutWall), verbs(r.RolloutRequests), detail(r.RolloutRequests))
 		if r.PeakRate > 0 {
-			p("  Request rate: %.0f/s on average over the rollout, %d in the busiest second, %d seconds with ≥ 45 (canarygate's default client limit, 50/s with burst 100, applies per resource type: controller-runtime gives every GroupVersionKind its own REST client and token bucket, and the event recorder its own).\n", float64(r.RolloutRequests.Total())/r.RolloutWall.Seconds(), r.PeakRate, r.SecondsNearLimit)
+			p("  Request rate: %.0f/s on average over the rollout, %d in the busiest second, %d seconds with ≥ %d (90%% of canarygate's client limit in this run, %d/s, which applies per resource type: controller-runtime gives every GroupVersionKind its own REST client and token bucket, and the event recorder its own).\n",
+				float64(r.RolloutRequests.Total())/r.RolloutWall.Seconds(), r.PeakRate, r.SecondsNearLimit, r.ClientQPS*9/10, r.ClientQPS)
 		}
 		p("- N=%d, idle %s: %s.\n", r.N, r.IdleWindow, detailOrNone(r.IdleRequests))
 		if len(r.Args) > 0 {
