@@ -203,7 +203,7 @@ func (m *memo) templatePatch(oldRaw, newRaw []byte) ([]jsonpatch.Operation, erro
 	}
 	// Diffing only the two templates keeps the patch minimal and avoids decoding the rest, and
 	// diffing only what differs within them avoids decoding the unchanged bulk of the templates.
-	from, to := withoutCommon(nil, nil, gjson.ParseBytes(newRaw), gjson.ParseBytes(oldRaw))
+	from, to := withoutCommon(newRaw, oldRaw)
 	ops, err := jsonpatch.CreatePatch(from, to)
 	if err != nil {
 		return nil, err
@@ -217,76 +217,99 @@ func (m *memo) templatePatch(oldRaw, newRaw []byte) ([]jsonpatch.Operation, erro
 	return ops, nil
 }
 
-// withoutCommon appends to da and db the JSON values a and b without what they share, where
-// leaving it out changes none of the operations jsonpatch.CreatePatch finds between them: equal
-// values yield none. Members with identical text in two objects are dropped from both; elements
-// with identical text at the same index of two arrays become null in both (CreatePatch sees two
-// nulls, and the other elements keep their indexes). Everything else is kept whole, so that the
-// values of add and replace operations are the originals.
-func withoutCommon(da, db []byte, a, b gjson.Result) ([]byte, []byte) {
+// withoutCommon returns the JSON values a and b without what they share, where leaving it out
+// changes none of the operations jsonpatch.CreatePatch finds between them: equal values yield
+// none. Members with identical text in two objects are dropped from both; elements with identical
+// text at the same index of two arrays become null in both (CreatePatch sees two nulls, and the
+// other elements keep their indexes). Everything else is kept whole, so that the values of add and
+// replace operations are the originals.
+func withoutCommon(a, b []byte) ([]byte, []byte) {
+	var w commonWriter
+	w.values(gjson.ParseBytes(a), gjson.ParseBytes(b))
+	return w.a, w.b
+}
+
+// commonWriter writes the two sides of withoutCommon.
+type commonWriter struct {
+	a, b []byte
+	// members holds the members of the objects being compared, innermost last: one slice for
+	// all levels.
+	members []jsonMember
+}
+
+func (w *commonWriter) values(a, b gjson.Result) {
 	switch {
 	case a.IsObject() && b.IsObject():
-		am, aok := objectMembers(a)
-		bm, bok := objectMembers(b)
+		base := len(w.members)
+		defer func() { w.members = w.members[:base] }()
+		am, aok := w.objectMembers(a)
+		bm, bok := w.objectMembers(b)
 		if !aok || !bok {
 			break
 		}
-		da, db = append(da, '{'), append(db, '{')
+		w.a, w.b = append(w.a, '{'), append(w.b, '{')
 		// Both sorted by key: one merge pairs the shared keys.
 		for len(am) > 0 || len(bm) > 0 {
 			switch {
 			case len(bm) == 0 || len(am) > 0 && am[0].key < bm[0].key:
-				da = append(appendKey(da, am[0].key), am[0].value.Raw...)
+				w.a = append(appendKey(w.a, am[0].key), am[0].raw...)
 				am = am[1:]
 			case len(am) == 0 || bm[0].key < am[0].key:
-				db = append(appendKey(db, bm[0].key), bm[0].value.Raw...)
+				w.b = append(appendKey(w.b, bm[0].key), bm[0].raw...)
 				bm = bm[1:]
 			default:
-				if av, bv := am[0].value, bm[0].value; av.Raw != bv.Raw {
-					da, db = withoutCommon(appendKey(da, am[0].key), appendKey(db, bm[0].key), av, bv)
+				if am[0].raw != bm[0].raw {
+					w.a, w.b = appendKey(w.a, am[0].key), appendKey(w.b, bm[0].key)
+					w.values(gjson.Parse(am[0].raw), gjson.Parse(bm[0].raw))
 				}
 				am, bm = am[1:], bm[1:]
 			}
 		}
-		return append(da, '}'), append(db, '}')
+		w.a, w.b = append(w.a, '}'), append(w.b, '}')
+		return
 	case a.IsArray() && b.IsArray():
 		ae, be := a.Array(), b.Array()
-		da, db = append(da, '['), append(db, '[')
+		w.a, w.b = append(w.a, '['), append(w.b, '[')
 		for i := range max(len(ae), len(be)) {
 			switch {
 			case i >= len(be):
-				da = append(appendComma(da), ae[i].Raw...)
+				w.a = append(appendComma(w.a), ae[i].Raw...)
 			case i >= len(ae):
-				db = append(appendComma(db), be[i].Raw...)
+				w.b = append(appendComma(w.b), be[i].Raw...)
 			case ae[i].Raw == be[i].Raw:
-				da, db = append(appendComma(da), "null"...), append(appendComma(db), "null"...)
+				w.a, w.b = append(appendComma(w.a), "null"...), append(appendComma(w.b), "null"...)
 			default:
-				da, db = withoutCommon(appendComma(da), appendComma(db), ae[i], be[i])
+				w.a, w.b = appendComma(w.a), appendComma(w.b)
+				w.values(ae[i], be[i])
 			}
 		}
-		return append(da, ']'), append(db, ']')
+		w.a, w.b = append(w.a, ']'), append(w.b, ']')
+		return
 	}
-	return append(da, a.Raw...), append(db, b.Raw...)
+	w.a, w.b = append(w.a, a.Raw...), append(w.b, b.Raw...)
 }
 
+// jsonMember is an object member: its key, and its value's text (smaller than a gjson.Result to
+// sort, and parsed again only when it is compared).
 type jsonMember struct {
-	key   string
-	value gjson.Result
+	key, raw string
 }
 
-// objectMembers returns an object's members sorted by key, of a repeated key only the last as for
-// the decoder, and false when a key is written with escapes or non-ASCII bytes: CreatePatch's
-// decoder could read such a key otherwise than gjson does, and appendKey could not write it back.
-func objectMembers(obj gjson.Result) ([]jsonMember, bool) {
-	var ms []jsonMember
+// objectMembers appends an object's members to w.members and returns them sorted by key, of a
+// repeated key only the last as for the decoder. It returns false when a key is written with
+// escapes or non-ASCII bytes: CreatePatch's decoder could read such a key otherwise than gjson
+// does, and appendKey could not write it back.
+func (w *commonWriter) objectMembers(obj gjson.Result) ([]jsonMember, bool) {
+	base := len(w.members)
 	ok := true
 	obj.ForEach(func(k, v gjson.Result) bool {
 		for i := 0; i < len(k.Raw) && ok; i++ {
 			ok = k.Raw[i] != '\\' && k.Raw[i] < utf8.RuneSelf
 		}
-		ms = append(ms, jsonMember{key: k.Str, value: v})
+		w.members = append(w.members, jsonMember{key: k.Str, raw: v.Raw})
 		return ok
 	})
+	ms := w.members[base:]
 	slices.SortStableFunc(ms, func(a, b jsonMember) int { return strings.Compare(a.key, b.key) })
 	last := ms[:0]
 	for i, m := range ms {
@@ -294,6 +317,7 @@ func objectMembers(obj gjson.Result) ([]jsonMember, bool) {
 			last = append(last, m)
 		}
 	}
+	w.members = w.members[:base+len(last)]
 	return last, ok
 }
 
