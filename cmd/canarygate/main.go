@@ -88,7 +88,7 @@ func main() {
 	fs.DurationVar(&cfg.defaultProgressDeadline, "default-progress-deadline", controller.DefaultProgressDeadline, "how long a canary or promotion rollout may take to become available, default")
 	fs.StringVar(&cfg.stripKeys, "strip-metadata-keys", strings.Join(revision.DefaultOwnershipKeys, ","), "comma-separated GitOps ownership metadata patterns kept off generated objects (prefix/*, *.domain/*, key=value, key), unless a CanaryPolicy sets its own")
 	fs.StringVar(&cfg.gitopsManagers, "gitops-field-managers", strings.Join(webhook.DefaultGitOpsFieldManagers, ","), "comma-separated field managers whose updates state Git's template (a template equal to the stable one from them clears the pending revision)")
-	fs.IntVar(&cfg.maxConcurrent, "max-concurrent-reconciles", 8, "canaries reconciled in parallel")
+	fs.IntVar(&cfg.maxConcurrent, "max-concurrent-reconciles", controller.DefaultMaxConcurrentReconciles, "canaries reconciled in parallel")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	fs.Usage = func() {
