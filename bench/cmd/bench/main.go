@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -119,7 +120,8 @@ func run(ctx context.Context, f flags) error {
 		if err != nil {
 			return fmt.Errorf("stage %s: %w", stage, err)
 		}
-		if err := store(f.results, "duration-"+stage, time.Since(began).Round(time.Second).String()); err != nil {
+		run := stageRun{Duration: time.Since(began).Round(time.Second).String(), Finished: time.Now().UTC(), Commit: commitOf(repo)}
+		if err := store(f.results, "stage-"+stage, run); err != nil {
 			return err
 		}
 		logf("stage %s done in %s", stage, time.Since(began).Round(time.Second))
@@ -128,6 +130,27 @@ func run(ctx context.Context, f flags) error {
 		return writeReport(repo, f.results, f.report)
 	}
 	return nil
+}
+
+// stageRun says when, on which code and for how long a stage last ran: the report combines the
+// last run of every stage, which need not be the same.
+type stageRun struct {
+	Duration string
+	Finished time.Time
+	Commit   string
+}
+
+// commitOf is the checkout's commit, with "+changes" when the work tree differs from it.
+func commitOf(repo string) string {
+	out, err := exec.Command("git", "-C", repo, "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	commit := strings.TrimSpace(string(out))
+	if status, err := exec.Command("git", "-C", repo, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(status) > 0 {
+		commit += "+changes"
+	}
+	return commit
 }
 
 // smoke checks, quickly, that the admission load path works end to end on a test bed.
