@@ -23,10 +23,17 @@ type Proxy struct {
 	// URL is where clients send requests, http://127.0.0.1:PORT.
 	URL string
 
-	mu     sync.Mutex
-	counts Counts
-	perSec map[int64]int64 // requests by Unix second
-	srv    *http.Server
+	mu        sync.Mutex
+	counts    Counts
+	perSec    map[int64]int64 // requests by Unix second
+	latencies []timed         // every request but watches, in the order they ended
+	srv       *http.Server
+}
+
+// timed is one request's latency at the proxy, and when it ended.
+type timed struct {
+	end     time.Time
+	latency time.Duration
 }
 
 // Counts are requests by "verb resource", for example "patch canaries/status" or "watch pods".
@@ -120,9 +127,14 @@ func Start(upstream, caFile string, token func() (string, error)) (*Proxy, error
 				http.Error(w, "apiproxy: no token yet: "+err.Error(), http.StatusServiceUnavailable)
 				return
 			}
-			p.count(Classify(r.Method, r.URL))
+			key := Classify(r.Method, r.URL)
+			p.count(key)
 			r.Header.Set("Authorization", "Bearer "+t)
+			began := time.Now()
 			rp.ServeHTTP(w, r)
+			if !strings.HasPrefix(key, "watch ") {
+				p.timed(began)
+			}
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
@@ -136,6 +148,28 @@ func (p *Proxy) count(key string) {
 	p.counts[key]++
 	p.perSec[now]++
 	p.mu.Unlock()
+}
+
+func (p *Proxy) timed(began time.Time) {
+	end := time.Now()
+	p.mu.Lock()
+	p.latencies = append(p.latencies, timed{end: end, latency: end.Sub(began)})
+	p.mu.Unlock()
+}
+
+// Latencies are the latencies, as the proxy saw them (the API server's answer, its queueing under
+// API priority and fairness included, plus the loopback hop), of the requests other than watches
+// that ended between from and to.
+func (p *Proxy) Latencies(from, to time.Time) []time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []time.Duration
+	for _, t := range p.latencies {
+		if !t.end.Before(from) && !t.end.After(to) {
+			out = append(out, t.latency)
+		}
+	}
+	return out
 }
 
 // Rate summarises the requests per second between from and to: the busiest second, and how many

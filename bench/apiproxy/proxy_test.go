@@ -62,3 +62,16 @@ func TestRate(t *testing.T) {
 		t.Errorf("Rate over a quiet span = %d, %d; want 10, 0", peak, near)
 	}
 }
+
+func TestLatenciesWindow(t *testing.T) {
+	base := time.Unix(1_000_000, 0)
+	p := &Proxy{latencies: []timed{
+		{end: base, latency: time.Millisecond},
+		{end: base.Add(time.Second), latency: 2 * time.Millisecond},
+		{end: base.Add(2 * time.Second), latency: 3 * time.Millisecond},
+	}}
+	got := p.Latencies(base.Add(time.Second), base.Add(3*time.Second))
+	if len(got) != 2 || got[0] != 2*time.Millisecond || got[1] != 3*time.Millisecond {
+		t.Fatalf("Latencies in [1 s, 3 s] = %v, want [2ms 3ms]", got)
+	}
+}

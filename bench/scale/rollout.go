@@ -68,6 +68,9 @@ type RolloutResult struct {
 	ClientQPS        int
 	// Queue is the canary controller's work queue and reconcile timing during the rollout.
 	Queue QueueStats
+	// APILatencyP50, P99 and Max are the latencies of canarygate's requests (watches aside) as the
+	// counting proxy saw them during the rollout: how long the API server took to answer.
+	APILatencyP50, APILatencyP99, APILatencyMax time.Duration
 	// Profile is the file holding a CPU profile of canarygate over the rollout's first
 	// ProfileSeconds, empty when none was taken.
 	Profile        string
@@ -176,6 +179,8 @@ func Rollout(ctx context.Context, env *Env, opts RolloutOptions) (*RolloutResult
 	res.RolloutWall = time.Since(start)
 	res.RolloutRequests = env.Proxy.Counts().Sub(c0)
 	res.ClientQPS = opts.ClientQPS
+	lat := env.Proxy.Latencies(start, time.Now())
+	res.APILatencyP50, res.APILatencyP99, res.APILatencyMax = stats.Quantile(lat, 0.5), stats.Quantile(lat, 0.99), stats.Quantile(lat, 1)
 	res.PeakRate, res.SecondsNearLimit = env.Proxy.Rate(start, time.Now(), int64(opts.ClientQPS*9/10))
 	res.RolloutCPU = mustCPU(env.Pid) - cpu0
 	res.RSSAfter, res.PeakRSS, err = ProcMemory(env.Pid)

@@ -237,15 +237,16 @@ func reportScale(dir string, p func(string, ...any)) error {
 			sec(r.SucceededP50), sec(r.SucceededP99), r.RolloutRequests.Total(), per,
 			r.IdleRequests.Total(), r.IdleWindow, sec(r.RolloutCPU), mib(r.PeakRSS))
 	}
-	p("\nThe canary controller's work queue during the rollout (controller-runtime's own metrics, scraped every second: `workqueue_queue_duration_seconds` is how long a due Canary waited for a worker, `controller_runtime_reconcile_time_seconds` how long its reconcile took; quantiles interpolated within histogram buckets, as Prometheus' histogram_quantile does):\n\n")
-	p("| N | reconciles | queue wait p50 / p99 | reconcile p50 / p99 | max queue depth | max busy workers | CPU profile |\n|---:|---:|---|---|---:|---:|---|\n")
+	p("\nThe canary controller's work queue during the rollout (controller-runtime's own metrics, scraped every second: `workqueue_queue_duration_seconds` is how long a due Canary waited for a worker, `controller_runtime_reconcile_time_seconds` how long its reconcile took; quantiles interpolated within histogram buckets, as Prometheus' histogram_quantile does), and how long the API server took to answer canarygate's requests (watches aside), measured at the counting proxy:\n\n")
+	p("| N | reconciles | queue wait p50 / p99 | reconcile p50 / p99 | max queue depth | max busy workers | API latency p50 / p99 / max (at the proxy) | CPU profile |\n|---:|---:|---|---|---:|---:|---|---|\n")
 	for _, r := range res {
 		profile := "none"
 		if r.Profile != "" {
 			profile = fmt.Sprintf("first %d s: `%s`", r.ProfileSeconds, filepath.Base(r.Profile))
 		}
 		q := r.Queue
-		p("| %d | %d | %s / %s | %s / %s | %d | %d | %s |\n", r.N, q.Reconciles, ms(q.WaitP50), ms(q.WaitP99), ms(q.ReconcileP50), ms(q.ReconcileP99), q.MaxDepth, q.MaxBusyWorkers, profile)
+		p("| %d | %d | %s / %s | %s / %s | %d | %d | %s / %s / %s | %s |\n", r.N, q.Reconciles, ms(q.WaitP50), ms(q.WaitP99), ms(q.ReconcileP50), ms(q.ReconcileP99), q.MaxDepth, q.MaxBusyWorkers,
+			ms(r.APILatencyP50), ms(r.APILatencyP99), ms(r.APILatencyMax), profile)
 	}
 	p("\nRequests by verb and resource:\n\n")
 	for _, r := range res {
