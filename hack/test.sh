@@ -15,8 +15,12 @@ go test -count=1 -p 2 -timeout 40m ./...
 # 5 KB Deployment takes the fuzzer seconds, so it is capped: exploring finds more in a short run.
 go test -run='^$' -fuzz='^FuzzMutate$' -fuzztime=15s -fuzzminimizetime=100x ./webhook
 go test -run='^$' -fuzz='^FuzzValidate$' -fuzztime=15s -fuzzminimizetime=100x ./webhook
+# The fast canonical form and the trimmed template diff against their reference implementations:
+# a mismatch would change revision hashes or patches.
+go test -run='^$' -fuzz='^FuzzCanonical$' -fuzztime=10s -fuzzminimizetime=100x ./revision
+go test -run='^$' -fuzz='^FuzzTemplatePatch$' -fuzztime=10s -fuzzminimizetime=100x ./webhook
 
 # Benchmarks must not rot: run each once.
-go test -run='^$' -bench=. -benchtime=1x ./webhook
+go test -run='^$' -bench=. -benchtime=1x ./webhook ./revision
 # The load and scale benchmarks' tooling (bench/cmd/bench): a short admission load on a test bed.
 go run ./bench/cmd/bench -smoke
