@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -177,10 +178,19 @@ func (r *canaryReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	}
 
 	if d.Requeue {
-		return reconcile.Result{RequeueAfter: immediately}, nil
+		return reconcile.Result{RequeueAfter: immediately, Priority: ptr.To(scheduledPriority)}, nil
 	}
-	return reconcile.Result{RequeueAfter: d.RequeueAfter}, nil
+	if d.RequeueAfter == 0 {
+		return reconcile.Result{}, nil
+	}
+	return reconcile.Result{RequeueAfter: d.RequeueAfter, Priority: ptr.To(scheduledPriority)}, nil
 }
+
+// scheduledPriority puts the Canaries whose own schedule comes due (an analysis round, the next
+// phase) ahead of those woken by watch events in controller-runtime's priority queue: when a
+// thousand Deployments roll out at once their status updates flood the queue, and a round due
+// now must not wait behind them.
+const scheduledPriority = 10
 
 // retry turns a cache behind this controller's own write into an immediate requeue, a conflict or
 // an already-existing object (the cache was behind another writer) into a quiet short requeue;
