@@ -30,10 +30,11 @@ type Proxy struct {
 	srv       *http.Server
 }
 
-// timed is one request's latency at the proxy, and when it ended.
+// timed is one request's latency at the proxy, when it ended, and its "verb resource".
 type timed struct {
 	end     time.Time
 	latency time.Duration
+	key     string
 }
 
 // Counts are requests by "verb resource", for example "patch canaries/status" or "watch pods".
@@ -133,7 +134,7 @@ func Start(upstream, caFile string, token func() (string, error)) (*Proxy, error
 			began := time.Now()
 			rp.ServeHTTP(w, r)
 			if !strings.HasPrefix(key, "watch ") {
-				p.timed(began)
+				p.timed(key, began)
 			}
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -150,23 +151,23 @@ func (p *Proxy) count(key string) {
 	p.mu.Unlock()
 }
 
-func (p *Proxy) timed(began time.Time) {
+func (p *Proxy) timed(key string, began time.Time) {
 	end := time.Now()
 	p.mu.Lock()
-	p.latencies = append(p.latencies, timed{end: end, latency: end.Sub(began)})
+	p.latencies = append(p.latencies, timed{end: end, latency: end.Sub(began), key: key})
 	p.mu.Unlock()
 }
 
 // Latencies are the latencies, as the proxy saw them (the API server's answer, its queueing under
-// API priority and fairness included, plus the loopback hop), of the requests other than watches
-// that ended between from and to.
-func (p *Proxy) Latencies(from, to time.Time) []time.Duration {
+// API priority and fairness and its calls to admission webhooks included, plus the loopback hop),
+// of the requests other than watches that ended between from and to, by "verb resource".
+func (p *Proxy) Latencies(from, to time.Time) map[string][]time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []time.Duration
+	out := map[string][]time.Duration{}
 	for _, t := range p.latencies {
 		if !t.end.Before(from) && !t.end.After(to) {
-			out = append(out, t.latency)
+			out[t.key] = append(out[t.key], t.latency)
 		}
 	}
 	return out

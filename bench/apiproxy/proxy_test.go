@@ -66,12 +66,12 @@ func TestRate(t *testing.T) {
 func TestLatenciesWindow(t *testing.T) {
 	base := time.Unix(1_000_000, 0)
 	p := &Proxy{latencies: []timed{
-		{end: base, latency: time.Millisecond},
-		{end: base.Add(time.Second), latency: 2 * time.Millisecond},
-		{end: base.Add(2 * time.Second), latency: 3 * time.Millisecond},
+		{end: base, latency: time.Millisecond, key: "create events"},
+		{end: base.Add(time.Second), latency: 2 * time.Millisecond, key: "create events"},
+		{end: base.Add(2 * time.Second), latency: 3 * time.Millisecond, key: "update canaries/status"},
 	}}
 	got := p.Latencies(base.Add(time.Second), base.Add(3*time.Second))
-	if len(got) != 2 || got[0] != 2*time.Millisecond || got[1] != 3*time.Millisecond {
-		t.Fatalf("Latencies in [1 s, 3 s] = %v, want [2ms 3ms]", got)
+	if len(got) != 2 || len(got["create events"]) != 1 || got["create events"][0] != 2*time.Millisecond || got["update canaries/status"][0] != 3*time.Millisecond {
+		t.Fatalf("Latencies in [1 s, 3 s] = %v, want create events [2ms], update canaries/status [3ms]", got)
 	}
 }

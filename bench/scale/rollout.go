@@ -71,6 +71,8 @@ type RolloutResult struct {
 	// APILatencyP50, P99 and Max are the latencies of canarygate's requests (watches aside) as the
 	// counting proxy saw them during the rollout: how long the API server took to answer.
 	APILatencyP50, APILatencyP99, APILatencyMax time.Duration
+	// APILatencyByRequest is the p50 and p99 latency of each kind of request ("verb resource").
+	APILatencyByRequest map[string][2]time.Duration
 	// Profile is the file holding a CPU profile of canarygate over the rollout's first
 	// ProfileSeconds, empty when none was taken.
 	Profile        string
@@ -179,8 +181,13 @@ func Rollout(ctx context.Context, env *Env, opts RolloutOptions) (*RolloutResult
 	res.RolloutWall = time.Since(start)
 	res.RolloutRequests = env.Proxy.Counts().Sub(c0)
 	res.ClientQPS = opts.ClientQPS
-	lat := env.Proxy.Latencies(start, time.Now())
-	res.APILatencyP50, res.APILatencyP99, res.APILatencyMax = stats.Quantile(lat, 0.5), stats.Quantile(lat, 0.99), stats.Quantile(lat, 1)
+	var all []time.Duration
+	res.APILatencyByRequest = map[string][2]time.Duration{}
+	for key, lat := range env.Proxy.Latencies(start, time.Now()) {
+		all = append(all, lat...)
+		res.APILatencyByRequest[key] = [2]time.Duration{stats.Quantile(lat, 0.5), stats.Quantile(lat, 0.99)}
+	}
+	res.APILatencyP50, res.APILatencyP99, res.APILatencyMax = stats.Quantile(all, 0.5), stats.Quantile(all, 0.99), stats.Quantile(all, 1)
 	res.PeakRate, res.SecondsNearLimit = env.Proxy.Rate(start, time.Now(), int64(opts.ClientQPS*9/10))
 	res.RolloutCPU = mustCPU(env.Pid) - cpu0
 	res.RSSAfter, res.PeakRSS, err = ProcMemory(env.Pid)

@@ -248,6 +248,20 @@ func reportScale(dir string, p func(string, ...any)) error {
 		p("| %d | %d | %s / %s | %s / %s | %d | %d | %s / %s / %s | %s |\n", r.N, q.Reconciles, ms(q.WaitP50), ms(q.WaitP99), ms(q.ReconcileP50), ms(q.ReconcileP99), q.MaxDepth, q.MaxBusyWorkers,
 			ms(r.APILatencyP50), ms(r.APILatencyP99), ms(r.APILatencyMax), profile)
 	}
+	p("\nAPI latency by request (p50 / p99 at the proxy, slowest p99 first):\n\n")
+	for _, r := range res {
+		keys := make([]string, 0, len(r.APILatencyByRequest))
+		for k := range r.APILatencyByRequest {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool { return r.APILatencyByRequest[keys[i]][1] > r.APILatencyByRequest[keys[j]][1] })
+		parts := make([]string, 0, len(keys))
+		for _, k := range keys {
+			q := r.APILatencyByRequest[k]
+			parts = append(parts, fmt.Sprintf("%s %s / %s", k, ms(q[0]), ms(q[1])))
+		}
+		p("- N=%d: %s.\n", r.N, strings.Join(parts, "; "))
+	}
 	p("\nRequests by verb and resource:\n\n")
 	for _, r := range res {
 		p("- N=%d, rollout (%s wall, until all finished): %s. By resource: %s.\n", r.N, sec(r.RolloutWall), verbs(r.RolloutRequests), detail(r.RolloutRequests))
