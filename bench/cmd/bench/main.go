@@ -102,7 +102,7 @@ func run(ctx context.Context, f flags) error {
 		return err
 	}
 	for _, stage := range splitList(f.stages) {
-		began := time.Now()
+		began, commit := time.Now(), commitOf(repo)
 		logf("stage %s", stage)
 		var err error
 		switch stage {
@@ -120,7 +120,7 @@ func run(ctx context.Context, f flags) error {
 		if err != nil {
 			return fmt.Errorf("stage %s: %w", stage, err)
 		}
-		run := stageRun{Duration: time.Since(began).Round(time.Second).String(), Finished: time.Now().UTC(), Commit: commitOf(repo)}
+		run := stageRun{Duration: time.Since(began).Round(time.Second).String(), Finished: time.Now().UTC(), Commit: commit}
 		if err := store(f.results, "stage-"+stage, run); err != nil {
 			return err
 		}
@@ -140,14 +140,17 @@ type stageRun struct {
 	Commit   string
 }
 
-// commitOf is the checkout's commit, with "+changes" when the work tree differs from it.
+// commitOf is the checkout's commit when a stage starts (its binaries are built then), with
+// "+changes" when Go code or the module files differ from it; documents (this report among them)
+// do not count.
 func commitOf(repo string) string {
 	out, err := exec.Command("git", "-C", repo, "rev-parse", "--short=12", "HEAD").Output()
 	if err != nil {
 		return "unknown (" + err.Error() + ")"
 	}
 	commit := strings.TrimSpace(string(out))
-	if status, err := exec.Command("git", "-C", repo, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(status) > 0 {
+	status, err := exec.Command("git", "-C", repo, "status", "--porcelain", "--", "*.go", "go.mod", "go.sum").Output()
+	if err == nil && len(status) > 0 {
 		commit += "+changes"
 	}
 	return commit
