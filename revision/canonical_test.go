@@ -1,17 +1,16 @@
 package revision
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"canarygate.io/canarygate/internal/fuzzcorpus"
 )
 
 // referenceCanonicalJSON is the definition of the canonical form, the implementation every
@@ -168,33 +167,13 @@ func corpus(t testing.TB) [][]byte {
 		t.Fatal(err)
 	}
 	add(deployment)
-	files, err := filepath.Glob("../webhook/testdata/fuzz/*/*")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no webhook fuzz corpus (%v)", err)
+	files, err := fuzzcorpus.Read("../webhook/testdata/fuzz/*/*")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, name := range files {
-		f, err := os.Open(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines := bufio.NewScanner(f)
-		lines.Buffer(nil, 1<<20)
-		for lines.Scan() {
-			// Lines of the form []byte("...") or string("...").
-			line := lines.Text()
-			open, end := strings.IndexByte(line, '('), strings.LastIndexByte(line, ')')
-			if open < 0 || end < open {
-				continue
-			}
-			v, err := strconv.Unquote(line[open+1 : end])
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
+	for _, args := range files {
+		for _, v := range args {
 			add([]byte(v))
-		}
-		f.Close()
-		if err := lines.Err(); err != nil {
-			t.Fatalf("%s: %v", name, err)
 		}
 	}
 	return docs

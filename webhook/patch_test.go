@@ -1,18 +1,16 @@
 package webhook
 
 import (
-	"bufio"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/tidwall/gjson"
 	"gomodules.xyz/jsonpatch/v2"
+
+	"canarygate.io/canarygate/internal/fuzzcorpus"
 )
 
 // checkTemplatePatch fails unless templatePatch, which diffs only what differs, finds exactly the
@@ -93,35 +91,14 @@ func templatePairs(t testing.TB) [][2]string {
 
 // corpusPairs are the old and new templates of FuzzMutate's corpus.
 func corpusPairs(t testing.TB) [][2]string {
-	files, err := filepath.Glob("testdata/fuzz/FuzzMutate/*")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no FuzzMutate corpus (%v)", err)
+	files, err := fuzzcorpus.Read("testdata/fuzz/FuzzMutate/*")
+	if err != nil {
+		t.Fatal(err)
 	}
 	var pairs [][2]string
-	for _, name := range files {
-		f, err := os.Open(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var args []string
-		lines := bufio.NewScanner(f)
-		lines.Buffer(nil, 1<<20)
-		for lines.Scan() {
-			// Lines of the form []byte("...") or string("..."), after the header.
-			line := lines.Text()
-			open, end := strings.IndexByte(line, '('), strings.LastIndexByte(line, ')')
-			if open < 0 || end < open {
-				continue
-			}
-			v, err := strconv.Unquote(line[open+1 : end])
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			args = append(args, v)
-		}
-		f.Close()
+	for _, args := range files {
 		if len(args) != 5 {
-			t.Fatalf("%s: %d arguments, want FuzzMutate's 5", name, len(args))
+			t.Fatalf("%d arguments in a FuzzMutate corpus file, want 5", len(args))
 		}
 		old, obj := gjson.Get(args[3], "spec.template"), gjson.Get(args[4], "spec.template")
 		if old.Exists() && obj.Exists() {

@@ -1,14 +1,11 @@
 package scale
 
 import (
-	"bufio"
 	"context"
-	"fmt"
 	"io"
 	"net/http"
-	"strconv"
-	"strings"
-	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // heapMetrics are the Go runtime's memory figures canarygate exports on its metrics endpoint: where
@@ -21,62 +18,35 @@ const reconcileMetric = "controller_runtime_reconcile_total"
 // RuntimeMetrics scrapes canarygate's /metrics for heapMetrics, and for reconcileMetric summed per
 // controller (keys "reconciles <controller>"): the work canarygate does without the API server.
 func RuntimeMetrics(ctx context.Context, metricsAddr string) (map[string]int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+metricsAddr+"/metrics", nil)
+	fams, err := scrapeFamilies(ctx, metricsAddr)
 	if err != nil {
 		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
 	out := map[string]int64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, reconcileMetric+"{") {
-			labels, val, ok := strings.Cut(strings.TrimPrefix(line, reconcileMetric), " ")
-			if !ok {
-				continue
-			}
-			v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", reconcileMetric, err)
-			}
-			out["reconciles "+label(labels, "controller")] += int64(v)
-			continue
+	for _, name := range heapMetrics {
+		for _, m := range fams[name].GetMetric() {
+			out[name] += int64(value(m))
 		}
-		name, val, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		for _, m := range heapMetrics {
-			if name == m {
-				v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-				if err != nil {
-					return nil, fmt.Errorf("%s: %w", name, err)
-				}
-				out[name] = int64(v)
+	}
+	for _, m := range fams[reconcileMetric].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "controller" {
+				out["reconciles "+l.GetValue()] += int64(value(m))
 			}
 		}
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
-// label returns a label's value from a Prometheus text-format label set, {a="x",b="y"}.
-func label(set, name string) string {
-	_, rest, ok := strings.Cut(set, name+`="`)
-	if !ok {
-		return ""
+// value is a sample's value, whichever type its family declares.
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.GetCounter().GetValue()
+	case m.Gauge != nil:
+		return m.GetGauge().GetValue()
 	}
-	v, _, _ := strings.Cut(rest, `"`)
-	return v
+	return m.GetUntyped().GetValue()
 }
 
 // metricsSize is the size of one /metrics response.
