@@ -183,7 +183,14 @@ func (r *canaryReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	if d.RequeueAfter == 0 {
 		return reconcile.Result{}, nil
 	}
-	return reconcile.Result{RequeueAfter: d.RequeueAfter, Priority: ptr.To(scheduledPriority)}, nil
+	return reconcile.Result{RequeueAfter: remaining(d.RequeueAfter, in.Now, time.Now()), Priority: ptr.To(scheduledPriority)}, nil
+}
+
+// remaining is how long to wait from now for what the machine scheduled after (counted from
+// decided, the time it decided at): the reconcile's own writes and queries must not push every
+// analysis round back by their duration. It is never zero, which would mean no requeue at all.
+func remaining(after time.Duration, decided, now time.Time) time.Duration {
+	return max(after-now.Sub(decided), time.Millisecond)
 }
 
 // scheduledPriority puts the Canaries whose own schedule comes due (an analysis round, the next
