@@ -593,35 +593,35 @@ func (m *machine) stalled() bool {
 // the revision is not held as failed: it is already the stable one.
 func (m *machine) abortPromotion() {
 	rev := m.st.CanaryRevision
-	m.act(Action{Kind: ActFinalize})
-	m.act(Action{Kind: ActDeleteGenerated})
-	m.st.CanaryRevision = ""
-	m.st.CanaryWeight = 0
 	msg := fmt.Sprintf("promotion of revision %s aborted by action: all traffic goes to the Deployment, "+
 		"which keeps the template of revision %s that Git asks for (canarygate does not write an older template over Git's; revert it in Git to go back)", rev, rev)
 	if !m.in.TargetRolledOut && m.in.TargetMessage != "" {
 		msg += "; its rollout: " + m.in.TargetMessage
 	}
-	m.setPhase(v1alpha1.PhaseFailed, msg)
-	m.condition(v1alpha1.ConditionPromoted, false, "PromotionAborted", msg)
-	m.event(true, "PromotionAborted", msg, true)
+	m.end(v1alpha1.PhaseFailed, false, "PromotionAborted", "PromotionAborted", msg, true)
+}
+
+// end closes the release in flight: all traffic to stable, the canary workload removed, and the
+// outcome in the phase, the Promoted condition and an Event on the Canary and the Deployment.
+func (m *machine) end(phase v1alpha1.CanaryPhase, promoted bool, conditionReason, eventReason, msg string, warning bool) {
+	m.act(Action{Kind: ActFinalize})
+	m.act(Action{Kind: ActDeleteGenerated})
+	m.st.CanaryRevision = ""
+	m.st.CanaryWeight = 0
+	m.setPhase(phase, msg)
+	m.condition(v1alpha1.ConditionPromoted, promoted, conditionReason, msg)
+	m.event(warning, eventReason, msg, true)
 }
 
 func (m *machine) finalise() {
 	rev := m.st.CanaryRevision
-	m.act(Action{Kind: ActFinalize})
-	m.act(Action{Kind: ActDeleteGenerated})
-	if m.in.Settings.Hooks[v1alpha1.HookPostRollout] {
-		m.act(Action{Kind: ActCallHooks, Hook: v1alpha1.HookPostRollout})
-	}
 	if m.st.FailedRevision == rev {
 		m.st.FailedRevision = ""
 	}
-	m.st.CanaryRevision = ""
-	m.st.CanaryWeight = 0
-	m.setPhase(v1alpha1.PhaseSucceeded, fmt.Sprintf("revision %s promoted", rev))
-	m.condition(v1alpha1.ConditionPromoted, true, "Succeeded", fmt.Sprintf("revision %s promoted", rev))
-	m.event(false, "Promoted", fmt.Sprintf("revision %s promoted", rev), true)
+	m.end(v1alpha1.PhaseSucceeded, true, "Succeeded", "Promoted", fmt.Sprintf("revision %s promoted", rev), false)
+	if m.in.Settings.Hooks[v1alpha1.HookPostRollout] {
+		m.act(Action{Kind: ActCallHooks, Hook: v1alpha1.HookPostRollout})
+	}
 }
 
 // rollback routes all traffic back to stable, removes the canary and holds the revision.
@@ -630,28 +630,15 @@ func (m *machine) rollback(why string) {
 	if rev == "" {
 		rev = m.pending
 	}
-	m.act(Action{Kind: ActFinalize})
-	m.act(Action{Kind: ActDeleteGenerated})
 	m.st.FailedRevision = rev
-	m.st.CanaryRevision = ""
-	m.st.CanaryWeight = 0
-	msg := fmt.Sprintf("revision %s rolled back: %s", rev, why)
-	m.setPhase(v1alpha1.PhaseFailed, msg)
-	m.condition(v1alpha1.ConditionPromoted, false, "Failed", msg)
-	m.event(true, "RolledBack", msg, true)
+	m.end(v1alpha1.PhaseFailed, false, "Failed", "RolledBack", fmt.Sprintf("revision %s rolled back: %s", rev, why), true)
 }
 
 // withdraw ends a release whose revision left the Deployment (a Git revert).
 func (m *machine) withdraw() {
 	rev := m.st.CanaryRevision
-	m.act(Action{Kind: ActFinalize})
-	m.act(Action{Kind: ActDeleteGenerated})
-	m.st.CanaryRevision = ""
-	m.st.CanaryWeight = 0
-	msg := fmt.Sprintf("revision %s was withdrawn (the Deployment no longer asks for it)", rev)
-	m.setPhase(v1alpha1.PhaseInitialized, msg)
-	m.condition(v1alpha1.ConditionPromoted, false, "Withdrawn", msg)
-	m.event(false, "Withdrawn", msg, true)
+	m.end(v1alpha1.PhaseInitialized, false, "Withdrawn", "Withdrawn",
+		fmt.Sprintf("revision %s was withdrawn (the Deployment no longer asks for it)", rev), false)
 }
 
 // newer restarts the analysis on a newer pending revision, traffic back to stable first.
