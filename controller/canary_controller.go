@@ -501,12 +501,8 @@ func (r *canaryReconciler) emit(ctx context.Context, c *v1alpha1.Canary, x *fact
 		if e.Warning {
 			typ = corev1.EventTypeWarning
 		}
-		if e.NotifyOnly {
-			log.FromContext(ctx).Info(e.Message, "reason", e.Reason)
-		} else {
-			r.recorder.Eventf(c, nil, typ, e.Reason, "Canary", "%s", e.Message)
-		}
-		if e.OnTarget && !e.NotifyOnly && x.target != nil {
+		r.recorder.Eventf(c, nil, typ, e.Reason, "Canary", "%s", e.Message)
+		if e.OnTarget && x.target != nil {
 			r.recorder.Eventf(x.target, c, typ, e.Reason, "Canary", "%s", e.Message)
 		}
 		for _, h := range eventHooks {

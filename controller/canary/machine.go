@@ -178,14 +178,12 @@ type Action struct {
 }
 
 // Event is a Kubernetes Event to record on the Canary, and on the Deployment when OnTarget; every
-// Event, and each NotifyOnly one, also goes to the event webhooks and the log.
+// Event also goes to the event webhooks.
 type Event struct {
 	Warning  bool
 	Reason   string
 	Message  string
 	OnTarget bool
-	// NotifyOnly: not recorded as a Kubernetes Event.
-	NotifyOnly bool
 }
 
 // Decision is what to do next. When Round is set nothing else is: evaluate the round and call
@@ -229,6 +227,7 @@ func (m *machine) run() {
 	m.st.ObservedGeneration = in.Generation
 	if m.st.Phase == "" {
 		m.setPhase(v1alpha1.PhaseInitialized, "waiting for a new revision")
+		m.event(false, "Initialized", "waiting for a new revision of the Deployment", false)
 	}
 	if in.TargetMissing {
 		m.targetMissing()
@@ -328,6 +327,7 @@ func (m *machine) idle() {
 		if m.st.Phase == v1alpha1.PhaseWaiting {
 			m.st.CanaryRevision = ""
 			m.setPhase(v1alpha1.PhaseInitialized, "the pending revision was withdrawn")
+			m.event(false, "Withdrawn", "the pending revision was withdrawn", false)
 		}
 		return
 	}
@@ -345,7 +345,7 @@ func (m *machine) idle() {
 	}
 	if hold := m.holdReason(); hold != "" {
 		m.st.CanaryRevision = p
-		m.setPhase(v1alpha1.PhaseWaiting, fmt.Sprintf("revision %s waits: %s", p, hold))
+		m.enterWaiting(fmt.Sprintf("revision %s waits: %s", p, hold))
 		return
 	}
 	if m.in.Settings.Hooks[v1alpha1.HookConfirmRollout] {
@@ -360,7 +360,7 @@ func (m *machine) idle() {
 		if m.in.Round.Outcome != OutcomePass {
 			m.st.CanaryRevision = p
 			m.st.LastAnalysisTime = m.now()
-			m.setPhase(v1alpha1.PhaseWaiting, fmt.Sprintf("revision %s waits for confirm-rollout: %s", p, m.in.Round.Message))
+			m.enterWaiting(fmt.Sprintf("revision %s waits for confirm-rollout: %s", p, m.in.Round.Message))
 			m.requeueAfter(m.in.Settings.Interval)
 			return
 		}
@@ -388,6 +388,7 @@ func (m *machine) progressing() {
 		// The promotion write went through but the status did not record it (a conflict or a
 		// restart in between): carry on with the promotion.
 		m.setPhase(v1alpha1.PhasePromoting, fmt.Sprintf("promoting revision %s", m.st.CanaryRevision))
+		m.event(false, "Promoting", fmt.Sprintf("revision %s was written into the Deployment; waiting for its rollout", m.st.CanaryRevision), true)
 		m.promoting()
 		return
 	case p == "":
@@ -489,7 +490,7 @@ func (m *machine) progressing() {
 		m.st.CanaryWeight = w
 		m.st.LastTransitionTime = *m.now()
 		m.st.Message = fmt.Sprintf("analysing revision %s at weight %d", p, w)
-		m.notify("WeightAdvanced", fmt.Sprintf("advance %s canary weight to %d", p, w))
+		m.event(false, "WeightAdvanced", fmt.Sprintf("advance %s canary weight to %d", p, w), false)
 	default:
 		m.st.Message = fmt.Sprintf("unknown round outcome %q", r.Outcome)
 	}
@@ -516,7 +517,7 @@ func (m *machine) nextWeight() int {
 func (m *machine) toPromoting(why string) {
 	m.setPhase(v1alpha1.PhasePromoting, fmt.Sprintf("promoting revision %s (%s); waiting for the Deployment to roll it out", m.st.CanaryRevision, why))
 	m.condition(v1alpha1.ConditionPromoted, false, "Promoting", fmt.Sprintf("revision %s is being promoted", m.st.CanaryRevision))
-	m.notify("Promoting", fmt.Sprintf("promoting revision %s: %s", m.st.CanaryRevision, why))
+	m.event(false, "Promoting", fmt.Sprintf("promoting revision %s: %s", m.st.CanaryRevision, why), true)
 	m.promoting()
 }
 
@@ -533,6 +534,7 @@ func (m *machine) promoting() {
 			return
 		}
 		m.setPhase(v1alpha1.PhaseFinalising, fmt.Sprintf("revision %s rolled out; routing all traffic to it", rev))
+		m.event(false, "Finalising", fmt.Sprintf("revision %s rolled out; routing all traffic to it", rev), false)
 		m.d.Requeue = true
 		return
 	}
@@ -750,9 +752,11 @@ func (m *machine) event(warning bool, reason, msg string, onTarget bool) {
 	m.d.Events = append(m.d.Events, Event{Warning: warning, Reason: reason, Message: msg, OnTarget: onTarget})
 }
 
-// notify records a step within a phase for event webhooks and the log only: the weight and phase
-// are in the status, the metrics and the routes, and at a thousand canaries a Kubernetes Event per
-// step would be a fifth of the controller's API writes.
-func (m *machine) notify(reason, msg string) {
-	m.d.Events = append(m.d.Events, Event{Reason: reason, Message: msg, NotifyOnly: true})
+// enterWaiting holds the pending revision; the Event marks the transition only, not every
+// reconcile that finds the hold still in place.
+func (m *machine) enterWaiting(msg string) {
+	if m.st.Phase != v1alpha1.PhaseWaiting {
+		m.event(false, "Waiting", msg, false)
+	}
+	m.setPhase(v1alpha1.PhaseWaiting, msg)
 }

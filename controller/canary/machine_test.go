@@ -85,9 +85,6 @@ func events(d Decision) string {
 		if e.OnTarget {
 			s += "+target"
 		}
-		if e.NotifyOnly {
-			s += "(notify)"
-		}
 		out = append(out, s)
 	}
 	return strings.Join(out, ", ")
@@ -137,7 +134,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "new status starts Initialized with the stable revision",
 			in:   with(base(), func(in *Input) { in.Status = v1alpha1.CanaryStatus{} }),
-			want: want{phase: v1alpha1.PhaseInitialized},
+			want: want{events: "Initialized", phase: v1alpha1.PhaseInitialized},
 		},
 		{
 			name: "pending revision starts the canary",
@@ -189,17 +186,17 @@ func TestDecide(t *testing.T) {
 		{
 			name: "suspended: a pending revision waits",
 			in:   with(base(), func(in *Input) { in.Pending = "p1"; in.Suspend = true }),
-			want: want{phase: v1alpha1.PhaseWaiting, canaryRev: "p1", message: "suspended"},
+			want: want{events: "Waiting", phase: v1alpha1.PhaseWaiting, canaryRev: "p1", message: "suspended"},
 		},
 		{
 			name: "paused: a pending revision waits",
 			in:   with(base(), func(in *Input) { in.Pending = "p1"; in.Status.Conditions = paused }),
-			want: want{phase: v1alpha1.PhaseWaiting, canaryRev: "p1", message: "paused"},
+			want: want{events: "Waiting", phase: v1alpha1.PhaseWaiting, canaryRev: "p1", message: "paused"},
 		},
 		{
 			name: "Waiting without a pending revision any more: back to Initialized",
 			in:   with(base(), func(in *Input) { in.Status.Phase = v1alpha1.PhaseWaiting; in.Status.CanaryRevision = "p1" }),
-			want: want{phase: v1alpha1.PhaseInitialized, message: "withdrawn"},
+			want: want{events: "Withdrawn", phase: v1alpha1.PhaseInitialized, message: "withdrawn"},
 		},
 		{
 			name: "confirm-rollout configured: ask it first",
@@ -212,7 +209,7 @@ func TestDecide(t *testing.T) {
 				in.Pending = "p1"
 				in.Round = round(OutcomeHold, "hook gate said no")
 			}), v1alpha1.HookConfirmRollout),
-			want: want{phase: v1alpha1.PhaseWaiting, canaryRev: "p1", requeueAfter: 5 * time.Second, analysedNow: true, message: "gate said no"},
+			want: want{events: "Waiting", phase: v1alpha1.PhaseWaiting, canaryRev: "p1", requeueAfter: 5 * time.Second, analysedNow: true, message: "gate said no"},
 		},
 		{
 			name: "Waiting on confirm-rollout: not asked again before the interval",
@@ -249,7 +246,7 @@ func TestDecide(t *testing.T) {
 			name: "restart mid-flight, round overdue: the round continues from the recorded weight",
 			in:   with(flight(30, time.Hour), func(in *Input) { in.Round = round(OutcomePass, "") }),
 			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 40, iterations: 4, actions: "EnsureCanary p1, SetWeight 40",
-				events: "WeightAdvanced(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
+				events: "WeightAdvanced", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
 			name: "canary not ready: wait, no round",
@@ -279,7 +276,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "first round passes: first step",
 			in:   with(flight(0, 6*time.Second), func(in *Input) { in.Round = round(OutcomePass, "") }),
-			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 10, actions: "EnsureCanary p1, SetWeight 10", events: "WeightAdvanced(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 10, actions: "EnsureCanary p1, SetWeight 10", events: "WeightAdvanced", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
 			name: "pre-rollout fails: a failed check, and the first round is retried",
@@ -299,7 +296,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "pass: weight steps up",
 			in:   with(flight(20, 5*time.Second), func(in *Input) { in.Round = round(OutcomePass, "") }),
-			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 30, iterations: 3, actions: "EnsureCanary p1, SetWeight 30", events: "WeightAdvanced(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 30, iterations: 3, actions: "EnsureCanary p1, SetWeight 30", events: "WeightAdvanced", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
 			name: "pass: the step is capped at maxWeight",
@@ -307,7 +304,7 @@ func TestDecide(t *testing.T) {
 				in.Settings.StepWeight = 15
 				in.Round = round(OutcomePass, "")
 			}),
-			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 50, iterations: 5, actions: "EnsureCanary p1, SetWeight 50", events: "WeightAdvanced(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 50, iterations: 5, actions: "EnsureCanary p1, SetWeight 50", events: "WeightAdvanced", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
 			name: "stepWeights: the next entry above the current weight",
@@ -316,12 +313,12 @@ func TestDecide(t *testing.T) {
 				in.Settings.MaxWeight = 60
 				in.Round = round(OutcomePass, "")
 			}),
-			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 60, iterations: 3, actions: "EnsureCanary p1, SetWeight 60", events: "WeightAdvanced(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 60, iterations: 3, actions: "EnsureCanary p1, SetWeight 60", events: "WeightAdvanced", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
 			name: "pass at maxWeight: promote",
 			in:   with(flight(50, 5*time.Second), func(in *Input) { in.Round = round(OutcomePass, "") }),
-			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 50, iterations: 6, actions: "EnsureCanary p1, Promote p1", events: "Promoting(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
+			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 50, iterations: 6, actions: "EnsureCanary p1, Promote p1", events: "Promoting+target", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
 			name: "fail below threshold: counted",
@@ -355,7 +352,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "skipAnalysis: promote once the canary is ready",
 			in:   with(flight(0, 5*time.Second), func(in *Input) { in.Settings.SkipAnalysis = true }),
-			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", actions: "EnsureCanary p1, Promote p1", events: "Promoting(notify)", requeueAfter: 5 * time.Second},
+			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", actions: "EnsureCanary p1, Promote p1", events: "Promoting+target", requeueAfter: 5 * time.Second},
 		},
 		{
 			name: "skipAnalysis: still waits for the canary to be ready",
@@ -453,7 +450,7 @@ func TestDecide(t *testing.T) {
 				in.Status.Conditions = stalledCondition
 				in.TargetRolledOut, in.TargetMessage = true, ""
 			}),
-			want: want{phase: v1alpha1.PhaseFinalising, canaryRev: "p1", weight: 50, iterations: 5, requeue: true},
+			want: want{events: "Finalising", phase: v1alpha1.PhaseFinalising, canaryRev: "p1", weight: 50, iterations: 5, requeue: true},
 		},
 		{
 			name: "Promoting: a newer revision waits while a stalled promotion waits",
@@ -495,7 +492,7 @@ func TestDecide(t *testing.T) {
 				in.StableRevision, in.Pending = "p1", ""
 				in.TargetRolledOut = true
 			}),
-			want: want{phase: v1alpha1.PhaseFinalising, canaryRev: "p1", weight: 50, iterations: 5, requeue: true},
+			want: want{events: "Finalising", phase: v1alpha1.PhaseFinalising, canaryRev: "p1", weight: 50, iterations: 5, requeue: true},
 		},
 		{
 			name: "Promoting after the write, a newer revision waits until this one finishes",
@@ -504,7 +501,7 @@ func TestDecide(t *testing.T) {
 				in.StableRevision, in.Pending = "p1", "p2"
 				in.TargetRolledOut = true
 			}),
-			want: want{phase: v1alpha1.PhaseFinalising, canaryRev: "p1", weight: 50, iterations: 5, requeue: true},
+			want: want{events: "Finalising", phase: v1alpha1.PhaseFinalising, canaryRev: "p1", weight: 50, iterations: 5, requeue: true},
 		},
 		{
 			name: "Promoting before the write, a newer revision restarts the analysis",
@@ -522,7 +519,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "Progressing but the Deployment already runs the canary revision (status write lost): promotion continues",
 			in:   with(flight(50, time.Second), func(in *Input) { in.StableRevision, in.Pending = "p1", "" }),
-			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 50, iterations: 5, requeueAfter: 5 * time.Second},
+			want: want{events: "Promoting+target", phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 50, iterations: 5, requeueAfter: 5 * time.Second},
 		},
 		{
 			name: "Finalising: routes back, generated objects removed, post-rollout hooks, Succeeded",
@@ -554,7 +551,7 @@ func TestDecide(t *testing.T) {
 				in.Status.Conditions = paused
 				in.Round = round(OutcomePass, "")
 			}),
-			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 30, iterations: 3, actions: "EnsureCanary p1, SetWeight 30", events: "Resumed, WeightAdvanced(notify)", actionDone: true, requeueAfter: 5 * time.Second, analysedNow: true,
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 30, iterations: 3, actions: "EnsureCanary p1, SetWeight 30", events: "Resumed, WeightAdvanced", actionDone: true, requeueAfter: 5 * time.Second, analysedNow: true,
 				conditions: map[string]metav1.ConditionStatus{v1alpha1.ConditionPaused: metav1.ConditionFalse}},
 		},
 		{
@@ -580,7 +577,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "action promote mid-flight: straight to Promoting",
 			in:   with(flight(20, time.Second), func(in *Input) { in.Action = v1alpha1.ActionPromote }),
-			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 20, iterations: 2, actions: "Promote p1", events: "PromoteRequested, Promoting(notify)", actionDone: true, requeueAfter: 5 * time.Second},
+			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", weight: 20, iterations: 2, actions: "Promote p1", events: "PromoteRequested, Promoting+target", actionDone: true, requeueAfter: 5 * time.Second},
 		},
 		{
 			name: "action promote of a held failed revision: the operator overrides",
@@ -590,7 +587,7 @@ func TestDecide(t *testing.T) {
 				in.Status.Phase = v1alpha1.PhaseFailed
 				in.Status.FailedRevision = "p1"
 			}),
-			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", failedRev: "p1", actions: "Promote p1", events: "PromoteRequested, Promoting(notify)", actionDone: true, requeueAfter: 5 * time.Second},
+			want: want{phase: v1alpha1.PhasePromoting, canaryRev: "p1", failedRev: "p1", actions: "Promote p1", events: "PromoteRequested, Promoting+target", actionDone: true, requeueAfter: 5 * time.Second},
 		},
 		{
 			name: "action promote with nothing pending: ignored",

@@ -552,6 +552,21 @@ func TestHappyPath(t *testing.T) {
 		t.Errorf("Promoted condition %+v", c)
 	}
 	f.assertCleanedUp()
+	// An Event at every transition: on the Canary every phase and weight step (20, 40, 60), on the
+	// Deployment the start, the promotion and the outcome.
+	for _, want := range []struct {
+		kind, reason string
+		count        int
+	}{
+		{"Canary", "Started", 1}, {"Canary", "WeightAdvanced", 3}, {"Canary", "Promoting", 1},
+		{"Canary", "Finalising", 1}, {"Canary", "Promoted", 1},
+		{"Deployment", "Started", 1}, {"Deployment", "Promoting", 1}, {"Deployment", "Promoted", 1},
+	} {
+		f.eventually(fmt.Sprintf("%d %s Event(s) on the %s", want.count, want.reason, want.kind), func() (bool, string) {
+			evs := f.events(want.reason, want.kind, app)
+			return len(evs) == want.count, fmt.Sprintf("%d: %+v", len(evs), evs)
+		})
+	}
 	// Every write the controllers made for this release, Events included (the test's own writes
 	// use another client). Reads come from the watch caches.
 	w := writesIn(f.ns)
