@@ -63,6 +63,14 @@
 // bounds. Updates that leave the spec unchanged always pass, so a tightened policy never blocks the
 // controller's metadata writes or a deletion.
 //
+// # Pod-template fields canarygate does not know
+//
+// Revisions are taken of the typed pod template, which drops fields that canarygate's Kubernetes
+// library does not know (an API server newer than canarygate). Where either template carries such
+// fields, old and new are the same only if equal as sent (in canonical form); any other change is
+// refused by both Deployment webhooks (403, naming the fields) unless break-glass is set: a change
+// canarygate cannot see could neither be held for a canary nor promoted without losing the fields.
+//
 // # Bad input
 //
 // A request of the wrong kind, without the object (or the old object on UPDATE and DELETE), or with

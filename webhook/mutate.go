@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -59,6 +60,9 @@ func (h *handlers) divert(req admission.Request, old, obj *objectView) admission
 		return admission.Allowed("break-glass: the template change is not diverted")
 	}
 	same, newRev, err := h.memo.sameTemplate(old.Spec.Template, obj.Spec.Template)
+	if unseen := (*unseenChangeError)(nil); errors.As(err, &unseen) {
+		return admission.Denied(unseen.Error())
+	}
 	if err != nil {
 		return badRequest("%v", err)
 	}

@@ -119,6 +119,11 @@ type templateRevision struct {
 	// (an empty downwardAPI volume source would come back as an emptyDir). Encoding the typed
 	// value keeps it independent of the request's key order and white space.
 	desired string
+	// unknown lists the fields of the template that canarygate's Kubernetes API library does not
+	// know (a newer API server), which the typed template, its hash and desired leave out; raw is
+	// then the canonical form of the template as sent, unknown fields included.
+	unknown []string
+	raw     string
 }
 
 // revisionOf computes the revision of a Deployment's raw spec.template exactly as the controller
@@ -129,7 +134,8 @@ func revisionOf(raw []byte, what string) (templateRevision, error) {
 		return templateRevision{}, fmt.Errorf("the request's %s has no spec.template", what)
 	}
 	var tmpl corev1.PodTemplateSpec
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &tmpl); err != nil {
+	strict, err := kjson.UnmarshalStrict(raw, &tmpl, kjson.DisallowUnknownFields)
+	if err != nil {
 		return templateRevision{}, fmt.Errorf("the request's %s has an invalid spec.template: %w", what, err)
 	}
 	desired, err := json.Marshal(&tmpl)
@@ -141,7 +147,39 @@ func revisionOf(raw []byte, what string) (templateRevision, error) {
 	if err != nil {
 		return templateRevision{}, fmt.Errorf("the request's %s: %w", what, err)
 	}
-	return templateRevision{hash: revision.HashCanonical(canon), desired: string(desired)}, nil
+	r := templateRevision{hash: revision.HashCanonical(canon), desired: string(desired)}
+	if len(strict) > 0 {
+		for _, e := range strict {
+			// sigs.k8s.io/json words them `unknown field "spec.x"`, relative to the template.
+			field := strings.TrimSuffix(strings.TrimPrefix(e.Error(), `unknown field "`), `"`)
+			r.unknown = append(r.unknown, "spec.template."+field)
+		}
+		rawCanon, err := revision.CanonicalJSON(raw)
+		if err != nil {
+			return templateRevision{}, fmt.Errorf("the request's %s: %w", what, err)
+		}
+		r.raw = string(rawCanon)
+	}
+	return r, nil
+}
+
+// unseenChangeError refuses a template change that involves fields canarygate's API library does
+// not know: it could neither hold them (the desired template would lose them, and the promotion
+// write with it) nor tell whether they changed, and letting such a change through would roll it
+// out unmeasured.
+type unseenChangeError struct{ fields []string }
+
+func (e *unseenChangeError) Error() string {
+	const show = 5
+	fields := e.fields
+	more := ""
+	if len(fields) > show {
+		fields, more = fields[:show], fmt.Sprintf(" and %d more", len(e.fields)-show)
+	}
+	return fmt.Sprintf("canarygate: this pod template change involves fields that this canarygate version does not know "+
+		"(%s%s; the API server is newer than canarygate's Kubernetes library), so it can neither hold the change "+
+		"for a canary nor roll it out measured. Upgrade canarygate, or ask a break-glass group member to set annotation %s",
+		strings.Join(fields, ", "), more, v1alpha1.BreakGlassAnnotation)
 }
 
 // memo remembers the results of the pure, costly steps by their input. The same templates come
@@ -180,6 +218,8 @@ func (m *memo) revision(raw []byte, what string) (templateRevision, error) {
 // sameTemplate reports whether two raw templates have the same revision, and returns the new
 // one's when it had to compute it. The API server encodes old and new object with the same
 // encoder, so identical templates are identical bytes and most updates need no hashing at all.
+// Where either template has fields unknown to canarygate, only templates equal as sent (in
+// canonical form) are the same; any other change is refused with an *unseenChangeError.
 func (m *memo) sameTemplate(oldRaw, newRaw []byte) (bool, *templateRevision, error) {
 	if len(newRaw) > 0 && bytes.Equal(oldRaw, newRaw) {
 		return true, nil, nil
@@ -192,7 +232,15 @@ func (m *memo) sameTemplate(oldRaw, newRaw []byte) (bool, *templateRevision, err
 	if err != nil {
 		return false, nil, err
 	}
-	return o.hash == n.hash, &n, nil
+	if len(o.unknown) == 0 && len(n.unknown) == 0 {
+		return o.hash == n.hash, &n, nil
+	}
+	if o.raw == n.raw {
+		return true, &n, nil
+	}
+	fields := slices.Concat(o.unknown, n.unknown)
+	slices.Sort(fields)
+	return false, &n, &unseenChangeError{fields: slices.Compact(fields)}
 }
 
 // templatePatch is the minimal JSON patch that turns the new template back into the old one.

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -72,6 +73,14 @@ func (h *handlers) validateDeployment(ctx context.Context, req admission.Request
 		return admission.Allowed("")
 	}
 	same, newRev, err := h.memo.sameTemplate(old.Spec.Template, obj.Spec.Template)
+	// Only privileged requesters can have set it: see above, here or on an earlier update.
+	_, breakGlass := obj.annotation(v1alpha1.BreakGlassAnnotation)
+	if unseen := (*unseenChangeError)(nil); errors.As(err, &unseen) {
+		if breakGlass {
+			return admission.Allowed("break-glass")
+		}
+		return admission.Denied(unseen.Error())
+	}
 	if err != nil {
 		return badRequest("%v", err)
 	}
@@ -81,8 +90,7 @@ func (h *handlers) validateDeployment(ctx context.Context, req admission.Request
 	if req.UserInfo.Username == h.serviceAccount && obj.Metadata.Annotations[v1alpha1.PromotedRevisionAnnotation] == newRev.hash {
 		return admission.Allowed("promotion of revision " + newRev.hash)
 	}
-	// Only privileged requesters can have set it: see above, here or on an earlier update.
-	if _, ok := obj.annotation(v1alpha1.BreakGlassAnnotation); ok {
+	if breakGlass {
 		return admission.Allowed("break-glass")
 	}
 	return admission.Denied(fmt.Sprintf("canarygate: pod template changes in namespace %s go through a canary; "+
