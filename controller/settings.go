@@ -28,6 +28,11 @@ func resolveSettings(c *v1alpha1.Canary, eff policy.Effective, opts *Options) re
 		a = *c.Spec.Analysis.DeepCopy()
 	case eff.Defaults != nil:
 		a = *eff.Defaults.DeepCopy()
+		// A policy that sets the cadence but no metrics still measures: nothing is promoted
+		// unmeasured by default. Only a Canary's own analysis may leave the metrics out.
+		if len(a.Metrics) == 0 {
+			a.Metrics = def.DeepCopy().Metrics
+		}
 	default:
 		a = *def.DeepCopy()
 	}

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"k8s.io/apimachinery/pkg/api/equality"
 	"strings"
 	"testing"
 	"time"
@@ -173,7 +174,8 @@ func TestResolveSettings(t *testing.T) {
 		"policy defaults and bounds": {
 			eff: policy.Effective{Defaults: &v1alpha1.CanaryAnalysis{Interval: "2s", StepWeight: 20}, MinInterval: 10 * time.Second, MaxWeight: &cap30, MetricsServer: "http://policy"},
 			want: func(r resolved) string {
-				if r.Interval != 10*time.Second || r.StepWeight != 20 || r.MaxWeight != 30 || r.MetricsServer != "http://policy" || len(r.Analysis.Metrics) != 0 {
+				if r.Interval != 10*time.Second || r.StepWeight != 20 || r.MaxWeight != 30 || r.MetricsServer != "http://policy" ||
+					len(r.Analysis.Metrics) == 0 || !equality.Semantic.DeepEqual(r.Analysis.Metrics, DefaultAnalysis().Metrics) {
 					return "policy not applied"
 				}
 				return ""

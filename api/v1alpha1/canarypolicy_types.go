@@ -11,7 +11,8 @@ type CanaryPolicySpec struct {
 	// +optional
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 
-	// Defaults is the analysis of a Canary that has none of its own.
+	// Defaults is the analysis of a Canary that has none of its own. Without metrics, the
+	// controller's default metrics (--default-* flags) apply: nothing is promoted unmeasured.
 	// +optional
 	Defaults *CanaryAnalysis `json:"defaults,omitempty"`
 
