@@ -74,29 +74,40 @@ func TestSeedCanaryAcceptedAsIs(t *testing.T) {
 	}
 }
 
+// badAnalyses are analyses the schema rejects, with the message a person gets back. They hold for a
+// Canary's spec.analysis and a CanaryPolicy's spec.defaults alike: both are a CanaryAnalysis.
+var badAnalyses = []struct {
+	name     string
+	analysis string
+	want     string
+}{
+	{"weight above 100", `{interval: 1m, maxWeight: 101}`, "should be less than or equal to 100"},
+	{"negative step", `{interval: 1m, stepWeight: -5}`, "should be greater than or equal to 0"},
+	{"step above max", `{interval: 1m, maxWeight: 20, stepWeight: 30}`, "stepWeight must not exceed maxWeight"},
+	{"stepWeights descending", `{interval: 1m, stepWeights: [10, 30, 20]}`, "stepWeights must be strictly ascending"},
+	{"stepWeights repeated", `{interval: 1m, stepWeights: [10, 10]}`, "stepWeights must be strictly ascending"},
+	{"stepWeights above max", `{interval: 1m, maxWeight: 30, stepWeights: [10, 40]}`, "stepWeights must not exceed maxWeight"},
+	{"threshold zero", `{interval: 1m, threshold: 0}`, "should be greater than or equal to 1"},
+	{"interval too short", `{interval: 3s}`, "interval must be at least 5s"},
+	{"interval not a duration", `{interval: soon}`, "should match"},
+	{"range inverted", `{interval: 1m, metrics: [{name: request-success-rate, thresholdRange: {min: 99, max: 90}}]}`, "thresholdRange.min must not exceed thresholdRange.max"},
+	{"unknown metric without query", `{interval: 1m, metrics: [{name: error-budget}]}`, "a metric must name a built-in"},
+	{"unknown webhook type", `{interval: 1m, webhooks: [{name: w, type: pre-flight, url: "http://x/"}]}`, "Unsupported value"},
+	{"webhook url not http", `{interval: 1m, webhooks: [{name: w, url: "ftp://x/"}]}`, "should match"},
+}
+
+// validAnalyses are analyses the schema accepts, edge values included.
+var validAnalyses = []string{
+	`{interval: 5s, stepWeights: [1, 5, 25, 50], maxWeight: 50}`,
+	`{interval: 1m30s, threshold: 1, maxWeight: 100, stepWeight: 100}`,
+	`{interval: 1m, metrics: [{name: p95, query: "histogram_quantile(0.95, x)", thresholdRange: {max: 2}}]}`,
+	`{interval: 1m, noData: Wait, webhooks: [{name: gate, type: confirm-promotion, url: "https://x/"}]}`,
+}
+
 func TestSchemaRejectsNonsense(t *testing.T) {
 	c := apiClient(t)
 	ensureNamespace(t, c, "schema")
-	cases := []struct {
-		name     string
-		analysis string
-		want     string
-	}{
-		{"weight above 100", `{interval: 1m, maxWeight: 101}`, "should be less than or equal to 100"},
-		{"negative step", `{interval: 1m, stepWeight: -5}`, "should be greater than or equal to 0"},
-		{"step above max", `{interval: 1m, maxWeight: 20, stepWeight: 30}`, "stepWeight must not exceed maxWeight"},
-		{"stepWeights descending", `{interval: 1m, stepWeights: [10, 30, 20]}`, "stepWeights must be strictly ascending"},
-		{"stepWeights repeated", `{interval: 1m, stepWeights: [10, 10]}`, "stepWeights must be strictly ascending"},
-		{"stepWeights above max", `{interval: 1m, maxWeight: 30, stepWeights: [10, 40]}`, "stepWeights must not exceed maxWeight"},
-		{"threshold zero", `{interval: 1m, threshold: 0}`, "should be greater than or equal to 1"},
-		{"interval too short", `{interval: 3s}`, "interval must be at least 5s"},
-		{"interval not a duration", `{interval: soon}`, "should match"},
-		{"range inverted", `{interval: 1m, metrics: [{name: request-success-rate, thresholdRange: {min: 99, max: 90}}]}`, "thresholdRange.min must not exceed thresholdRange.max"},
-		{"unknown metric without query", `{interval: 1m, metrics: [{name: error-budget}]}`, "a metric must name a built-in"},
-		{"unknown webhook type", `{interval: 1m, webhooks: [{name: w, type: pre-flight, url: "http://x/"}]}`, "Unsupported value"},
-		{"webhook url not http", `{interval: 1m, webhooks: [{name: w, url: "ftp://x/"}]}`, "should match"},
-	}
-	for _, tc := range cases {
+	for _, tc := range badAnalyses {
 		t.Run(tc.name, func(t *testing.T) {
 			err := c.Create(context.Background(), canaryWith(t, "bad", "schema", tc.analysis))
 			if err == nil {
@@ -112,16 +123,57 @@ func TestSchemaRejectsNonsense(t *testing.T) {
 func TestSchemaAcceptsValidVariants(t *testing.T) {
 	c := apiClient(t)
 	ensureNamespace(t, c, "schema-ok")
-	for i, analysis := range []string{
-		`{interval: 5s, stepWeights: [1, 5, 25, 50], maxWeight: 50}`,
-		`{interval: 1m30s, threshold: 1, maxWeight: 100, stepWeight: 100}`,
-		`{interval: 1m, metrics: [{name: p95, query: "histogram_quantile(0.95, x)", thresholdRange: {max: 2}}]}`,
-		`{interval: 1m, noData: Wait, webhooks: [{name: gate, type: confirm-promotion, url: "https://x/"}]}`,
-	} {
+	for i, analysis := range validAnalyses {
 		if err := c.Create(context.Background(), canaryWith(t, "ok-"+string(rune('a'+i)), "schema-ok", analysis)); err != nil {
 			t.Errorf("rejected valid analysis %s: %v", analysis, err)
 		}
 	}
+}
+
+// TestPolicyDefaultsSchemaRejectsNonsense: a CanaryPolicy's defaults meet the rules of a Canary's
+// analysis, so a policy cannot hand every Canary without one an analysis no Canary could ask for.
+func TestPolicyDefaultsSchemaRejectsNonsense(t *testing.T) {
+	c := apiClient(t)
+	for _, tc := range badAnalyses {
+		t.Run(tc.name, func(t *testing.T) {
+			err := c.Create(context.Background(), policyWith(t, "bad", tc.analysis))
+			if err == nil {
+				t.Fatalf("accepted defaults %s", tc.analysis)
+			}
+			// The field path tells the admin it is the defaults that are wrong.
+			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "spec.defaults") {
+				t.Fatalf("want an Invalid error about spec.defaults containing %q, got: %v", tc.want, err)
+			}
+		})
+	}
+}
+
+func TestPolicyDefaultsSchemaAcceptsValidVariants(t *testing.T) {
+	c := apiClient(t)
+	for i, analysis := range validAnalyses {
+		if err := c.Create(context.Background(), policyWith(t, "defaults-ok-"+string(rune('a'+i)), analysis)); err != nil {
+			t.Errorf("rejected valid defaults %s: %v", analysis, err)
+		}
+	}
+}
+
+// policyWith is a CanaryPolicy with the given defaults (YAML) and bounds they stay within.
+func policyWith(t *testing.T, name, defaults string) *unstructured.Unstructured {
+	t.Helper()
+	var d map[string]any
+	if err := yaml.Unmarshal([]byte(defaults), &d); err != nil {
+		t.Fatal(err)
+	}
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": v1alpha1.GroupVersion.String(),
+		"kind":       "CanaryPolicy",
+		"metadata":   map[string]any{"name": name},
+		"spec": map[string]any{
+			"namespaceSelector": map[string]any{"matchLabels": map[string]any{"team": "web"}},
+			"defaults":          d,
+			"bounds":            map[string]any{"maxWeight": int64(100), "minInterval": "5s"},
+		},
+	}}
 }
 
 func canaryWith(t *testing.T, name, namespace, analysis string) *unstructured.Unstructured {
