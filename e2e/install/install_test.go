@@ -177,6 +177,13 @@ func setImage(ctx context.Context, c client.Client, d *appsv1.Deployment, image 
 	})
 }
 
+func canary(ns, name string) *v1alpha1.Canary {
+	return &v1alpha1.Canary{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       v1alpha1.CanarySpec{TargetRef: v1alpha1.TargetRef{Name: "app"}},
+	}
+}
+
 // webhookDown asserts the error the API server gives while canarygate's webhook cannot be called.
 func webhookDown(t *testing.T, err error, webhook string) {
 	t.Helper()
@@ -191,7 +198,8 @@ func webhookDown(t *testing.T, err error, webhook string) {
 
 // TestCanarygateDown: with the webhook configurations installed and canarygate not answering,
 // namespaces that did not opt in (and the always-excluded ones, even if labeled) are untouched;
-// in a managed namespace Deployment writes fail closed, while scaling and deleting still work.
+// in a managed namespace Deployment and Canary writes fail closed, while scaling, deleting and
+// finishing a deletion still work; CanaryPolicy writes fail closed everywhere.
 func TestCanarygateDown(t *testing.T) {
 	c := env(t)
 	install(t, c)
@@ -276,6 +284,57 @@ func TestCanarygateDown(t *testing.T) {
 			ns := &corev1.Namespace{}
 			_ = c.Get(ctx, client.ObjectKey{Name: "managed-gone"}, ns)
 			t.Fatalf("the managed namespace was not deleted: %v; conditions %+v", err, ns.Status.Conditions)
+		}
+	})
+
+	t.Run("Canary create in a managed namespace", func(t *testing.T) {
+		createNamespace(t, c, "managed-canary-new")
+		optIn(t, c, "managed-canary-new")
+		webhookDown(t, c.Create(ctx, canary("managed-canary-new", "app")), "vcanarygate.canarygate.io")
+	})
+
+	t.Run("Canary update in a managed namespace", func(t *testing.T) {
+		createNamespace(t, c, "managed-canary-old")
+		cg := canary("managed-canary-old", "app")
+		if err := c.Create(ctx, cg); err != nil {
+			t.Fatalf("create before opting in: %v", err)
+		}
+		optIn(t, c, "managed-canary-old")
+		cg.Spec.Suspend = true
+		webhookDown(t, c.Update(ctx, cg), "vcanarygate.canarygate.io")
+	})
+
+	// CanaryPolicy is cluster-scoped: no namespace selector keeps it from canarygate's validator.
+	t.Run("CanaryPolicy create", func(t *testing.T) {
+		p := &v1alpha1.CanaryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "while-down"}}
+		webhookDown(t, c.Create(ctx, p), "vcanarygate.canarygate.io")
+	})
+
+	// The webhooks' matchConditions skip a Deployment with a deletionTimestamp, so whoever holds a
+	// finalizer on it can let it go while canarygate is down.
+	t.Run("finalizer removal from a Deployment being deleted in a managed namespace", func(t *testing.T) {
+		createNamespace(t, c, "managed-deleting")
+		d := deployment("managed-deleting", "app")
+		d.Finalizers = []string{"example.com/hold"}
+		if err := c.Create(ctx, d); err != nil {
+			t.Fatalf("create before opting in: %v", err)
+		}
+		optIn(t, c, "managed-deleting")
+		if err := c.Delete(ctx, d); err != nil {
+			t.Fatalf("delete: %v", err)
+		}
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(d), d); err != nil {
+				return err
+			}
+			if d.DeletionTimestamp == nil {
+				return errors.New("the Deployment is not being deleted: its finalizer did not hold it")
+			}
+			d.Finalizers = nil
+			return c.Update(ctx, d)
+		})
+		if err != nil {
+			t.Fatalf("removing the finalizer of a Deployment being deleted: %v", err)
 		}
 	})
 }
