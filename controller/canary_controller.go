@@ -62,6 +62,7 @@ func (r *canaryReconciler) setup(mgr ctrl.Manager) error {
 		// Status writes are the controller's own: only spec and annotation (action) changes wake it.
 		For(&v1alpha1.Canary{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(r.canariesFor)).
+		Watches(r.opts.Router.RouteObject(), handler.EnqueueRequestsFromMapFunc(r.inFlightCanariesIn)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.opts.MaxConcurrentReconciles}).
 		Complete(r)
 }
@@ -83,6 +84,23 @@ func (r *canaryReconciler) canariesFor(ctx context.Context, o client.Object) []r
 	reqs := make([]reconcile.Request, 0, len(list.Items))
 	for i := range list.Items {
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
+
+// inFlightCanariesIn maps a changed route to the Canaries of its namespace whose release is
+// running: if the route no longer carries a Canary's weight, its reconcile sets it back.
+func (r *canaryReconciler) inFlightCanariesIn(ctx context.Context, o client.Object) []reconcile.Request {
+	var list v1alpha1.CanaryList
+	if err := r.client.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
+		log.FromContext(ctx).Error(err, "listing Canaries for a route")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		if canary.RoutesCanary(list.Items[i].Status.Phase) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
 	}
 	return reqs
 }
@@ -116,7 +134,7 @@ func (r *canaryReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 
 	in, x, err := r.observe(ctx, &c, x)
 	if err != nil {
-		return reconcile.Result{}, err
+		return r.retry(ctx, err)
 	}
 	d := canary.Decide(in)
 	if d.Round != nil {
@@ -291,6 +309,13 @@ func (r *canaryReconciler) observe(ctx context.Context, c *v1alpha1.Canary, x *f
 		in.Canary = canary.Workload{Exists: true, Revision: cd.Annotations[v1alpha1.RevisionAnnotation], Ready: ready, Failed: deadlineExceeded(&cd), Message: msg}
 	case err != nil && !apierrors.IsNotFound(err):
 		return canary.Input{}, nil, fmt.Errorf("reading the canary Deployment: %w", err)
+	}
+	if canary.RoutesCanary(c.Status.Phase) {
+		w, err := r.opts.Router.Weight(ctx, x.route)
+		if err != nil {
+			return canary.Input{}, nil, fmt.Errorf("reading the canary's routes: %w", err)
+		}
+		in.RouteWeight = &w
 	}
 	return in, x, nil
 }
@@ -501,8 +526,12 @@ func (r *canaryReconciler) emit(ctx context.Context, c *v1alpha1.Canary, x *fact
 		if e.Warning {
 			typ = corev1.EventTypeWarning
 		}
-		r.recorder.Eventf(c, nil, typ, e.Reason, "Canary", "%s", e.Message)
-		if e.OnTarget && x.target != nil {
+		if e.NotifyOnly {
+			log.FromContext(ctx).Info(e.Message, "reason", e.Reason)
+		} else {
+			r.recorder.Eventf(c, nil, typ, e.Reason, "Canary", "%s", e.Message)
+		}
+		if e.OnTarget && !e.NotifyOnly && x.target != nil {
 			r.recorder.Eventf(x.target, c, typ, e.Reason, "Canary", "%s", e.Message)
 		}
 		for _, h := range eventHooks {

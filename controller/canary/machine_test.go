@@ -2,6 +2,7 @@ package canary
 
 import (
 	"fmt"
+	"k8s.io/utils/ptr"
 	"reflect"
 	"strings"
 	"testing"
@@ -84,6 +85,9 @@ func events(d Decision) string {
 		s := e.Reason
 		if e.OnTarget {
 			s += "+target"
+		}
+		if e.NotifyOnly {
+			s += "(notify)"
 		}
 		out = append(out, s)
 	}
@@ -246,7 +250,29 @@ func TestDecide(t *testing.T) {
 			name: "restart mid-flight, round overdue: the round continues from the recorded weight",
 			in:   with(flight(30, time.Hour), func(in *Input) { in.Round = round(OutcomePass, "") }),
 			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 40, iterations: 4, actions: "EnsureCanary p1, SetWeight 40",
-				events: "WeightAdvanced", requeueAfter: 5 * time.Second, analysedNow: true},
+				events: "WeightAdvanced(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
+		},
+		{
+			name: "routes changed outside canarygate mid-flight are set back to the status' weight",
+			in:   with(flight(30, 4500*time.Millisecond), func(in *Input) { in.RouteWeight = ptr.To(0) }),
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 30, iterations: 3, actions: "EnsureCanary p1, SetWeight 30",
+				events: "RoutesRestored", requeueAfter: 500 * time.Millisecond},
+		},
+		{
+			name: "routes that carry the status' weight are left alone",
+			in:   with(flight(30, 4500*time.Millisecond), func(in *Input) { in.RouteWeight = ptr.To(30) }),
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 30, iterations: 3, actions: "EnsureCanary p1", requeueAfter: 500 * time.Millisecond},
+		},
+		{
+			name: "a round that moves the weight writes the routes once",
+			in:   with(flight(30, time.Hour), func(in *Input) { in.Round = round(OutcomePass, ""); in.RouteWeight = ptr.To(0) }),
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 40, iterations: 4, actions: "EnsureCanary p1, SetWeight 40",
+				events: "WeightAdvanced(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
+		},
+		{
+			name: "a release that ends takes the routes back whatever they carry",
+			in:   with(flight(30, 4500*time.Millisecond), func(in *Input) { in.Pending = ""; in.RouteWeight = ptr.To(70) }),
+			want: want{phase: v1alpha1.PhaseInitialized, iterations: 3, actions: "Finalize, DeleteGenerated", events: "Withdrawn+target"},
 		},
 		{
 			name: "canary not ready: wait, no round",
@@ -276,7 +302,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "first round passes: first step",
 			in:   with(flight(0, 6*time.Second), func(in *Input) { in.Round = round(OutcomePass, "") }),
-			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 10, actions: "EnsureCanary p1, SetWeight 10", events: "WeightAdvanced", requeueAfter: 5 * time.Second, analysedNow: true},
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 10, actions: "EnsureCanary p1, SetWeight 10", events: "WeightAdvanced(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
 			name: "pre-rollout fails: a failed check, and the first round is retried",
@@ -296,7 +322,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "pass: weight steps up",
 			in:   with(flight(20, 5*time.Second), func(in *Input) { in.Round = round(OutcomePass, "") }),
-			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 30, iterations: 3, actions: "EnsureCanary p1, SetWeight 30", events: "WeightAdvanced", requeueAfter: 5 * time.Second, analysedNow: true},
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 30, iterations: 3, actions: "EnsureCanary p1, SetWeight 30", events: "WeightAdvanced(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
 			name: "pass: the step is capped at maxWeight",
@@ -304,7 +330,7 @@ func TestDecide(t *testing.T) {
 				in.Settings.StepWeight = 15
 				in.Round = round(OutcomePass, "")
 			}),
-			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 50, iterations: 5, actions: "EnsureCanary p1, SetWeight 50", events: "WeightAdvanced", requeueAfter: 5 * time.Second, analysedNow: true},
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 50, iterations: 5, actions: "EnsureCanary p1, SetWeight 50", events: "WeightAdvanced(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
 			name: "stepWeights: the next entry above the current weight",
@@ -313,7 +339,7 @@ func TestDecide(t *testing.T) {
 				in.Settings.MaxWeight = 60
 				in.Round = round(OutcomePass, "")
 			}),
-			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 60, iterations: 3, actions: "EnsureCanary p1, SetWeight 60", events: "WeightAdvanced", requeueAfter: 5 * time.Second, analysedNow: true},
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 60, iterations: 3, actions: "EnsureCanary p1, SetWeight 60", events: "WeightAdvanced(notify)", requeueAfter: 5 * time.Second, analysedNow: true},
 		},
 		{
 			name: "pass at maxWeight: promote",
@@ -551,7 +577,7 @@ func TestDecide(t *testing.T) {
 				in.Status.Conditions = paused
 				in.Round = round(OutcomePass, "")
 			}),
-			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 30, iterations: 3, actions: "EnsureCanary p1, SetWeight 30", events: "Resumed, WeightAdvanced", actionDone: true, requeueAfter: 5 * time.Second, analysedNow: true,
+			want: want{phase: v1alpha1.PhaseProgressing, canaryRev: "p1", weight: 30, iterations: 3, actions: "EnsureCanary p1, SetWeight 30", events: "Resumed, WeightAdvanced(notify)", actionDone: true, requeueAfter: 5 * time.Second, analysedNow: true,
 				conditions: map[string]metav1.ConditionStatus{v1alpha1.ConditionPaused: metav1.ConditionFalse}},
 		},
 		{

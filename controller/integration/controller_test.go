@@ -552,13 +552,13 @@ func TestHappyPath(t *testing.T) {
 		t.Errorf("Promoted condition %+v", c)
 	}
 	f.assertCleanedUp()
-	// An Event at every transition: on the Canary every phase and weight step (20, 40, 60), on the
-	// Deployment the start, the promotion and the outcome.
+	// An Event at every phase transition: on the Canary each phase, on the Deployment the start,
+	// the promotion and the outcome. Weight steps are in the status and the log, not Events.
 	for _, want := range []struct {
 		kind, reason string
 		count        int
 	}{
-		{"Canary", "Started", 1}, {"Canary", "WeightAdvanced", 3}, {"Canary", "Promoting", 1},
+		{"Canary", "Started", 1}, {"Canary", "WeightAdvanced", 0}, {"Canary", "Promoting", 1},
 		{"Canary", "Finalising", 1}, {"Canary", "Promoted", 1},
 		{"Deployment", "Started", 1}, {"Deployment", "Promoting", 1}, {"Deployment", "Promoted", 1},
 	} {
@@ -895,5 +895,59 @@ func TestWebhooks(t *testing.T) {
 	md, _ := p["metadata"].(map[string]any)
 	if p["name"] != app || p["namespace"] != f.ns || p["checksum"] != rev || p["phase"] != string(v1alpha1.PhaseProgressing) || md["cmd"] != "hey" {
 		t.Errorf("rollout payload %v", p)
+	}
+}
+
+// TestRoutesChangedMidFlightAreSetBack: a GitOps agent re-applies the user's VirtualService from
+// Git mid-flight (a plain update, as a Helm rollback does), which takes the canary destination
+// out. The controller notices the change and sets the routes back to the status' weight at once,
+// with a Warning Event, and at the end restores Git's routes exactly.
+func TestRoutesChangedMidFlightAreSetBack(t *testing.T) {
+	t.Parallel()
+	sharedManager(t)
+	f := newFixture(t, userAnalysis(func(a *v1alpha1.CanaryAnalysis) { a.Interval = "15s" }))
+	ctx := context.Background()
+	gitRoutes := []*networking.HTTPRoute{{Route: []*networking.HTTPRouteDestination{{Destination: &networking.Destination{Host: app, Port: &networking.PortSelector{Number: 80}}}}}}
+	gitVS := func() *istionetworkingv1.VirtualService {
+		vs := &istionetworkingv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: f.ns}}
+		vs.Spec.Hosts = []string{app}
+		vs.Spec.Http = []*networking.HTTPRoute{proto.Clone(gitRoutes[0]).(*networking.HTTPRoute)}
+		return vs
+	}
+	f.create(gitVS())
+
+	f.propose("example.com/web:v2")
+	f.eventually("the user VirtualService gives the canary weight", func() (bool, string) {
+		w, _ := f.vsCanaryWeight(app)
+		return w > 0, fmt.Sprintf("canary weight %d", w)
+	})
+	err := retryConflict(func() error {
+		var live istionetworkingv1.VirtualService
+		if err := f.c.Get(ctx, f.key(app), &live); err != nil {
+			return err
+		}
+		reapplied := gitVS()
+		reapplied.ResourceVersion = live.ResourceVersion
+		return f.c.Update(ctx, reapplied)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("a RoutesRestored Warning Event", func() (bool, string) {
+		evs := f.events("RoutesRestored", "Canary", app)
+		return len(evs) > 0 && evs[0].Type == corev1.EventTypeWarning, fmt.Sprintf("%+v", evs)
+	})
+	f.eventually("the routes carry the status' weight again", func() (bool, string) {
+		st := f.status()
+		w, _ := f.vsCanaryWeight(app)
+		return w > 0 && w == st.CanaryWeight, fmt.Sprintf("route %d, status %s %d", w, st.Phase, st.CanaryWeight)
+	})
+	f.waitPhase(v1alpha1.PhaseSucceeded)
+	var vs istionetworkingv1.VirtualService
+	if err := f.c.Get(ctx, f.key(app), &vs); err != nil {
+		t.Fatal(err)
+	}
+	if len(vs.Spec.Http) != 1 || !proto.Equal(vs.Spec.Http[0], gitRoutes[0]) {
+		t.Errorf("Git's routes not restored exactly: %v", vs.Spec.Http)
 	}
 }

@@ -29,7 +29,7 @@ const OriginalHTTPAnnotation = "canarygate.io/original-http"
 // client given to NewIstio (and its cache) must use a scheme with them.
 func AddToScheme(s *runtime.Scheme) error { return istionetworkingv1.AddToScheme(s) }
 
-// +kubebuilder:rbac:groups=networking.istio.io,resources=virtualservices,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.istio.io,resources=virtualservices,verbs=get;list;watch;create;patch;delete
 
 // NewIstio returns a Router that shifts weight with Istio VirtualServices (networking.istio.io/v1).
 // Reads go through c, which in the manager is cache-backed; every write is a JSON merge patch
@@ -218,6 +218,8 @@ func (r *istioRouter) deleteGenerated(ctx context.Context, vs *istionetworkingv1
 	r.writes.Deleted(client.ObjectKeyFromObject(vs), vs.UID)
 	return nil
 }
+
+func (r *istioRouter) RouteObject() client.Object { return &istionetworkingv1.VirtualService{} }
 
 func (r *istioRouter) Weight(ctx context.Context, t Target) (int, error) {
 	if err := validate(t); err != nil {

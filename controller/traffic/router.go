@@ -6,6 +6,7 @@ import (
 	"context"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // Target identifies the routes of one canary.
@@ -31,9 +32,12 @@ type Router interface {
 	// SetWeight routes canaryWeight percent (0–100) to the canary and the rest to the stable
 	// workload, creating a generated route where no user route exists. Weights always sum to 100.
 	SetWeight(ctx context.Context, t Target, canaryWeight int) error
-	// Weight reads the canary weight now in effect (0 where nothing routes to the canary), so a
-	// restarted controller resumes without a traffic glitch.
+	// Weight reads the canary weight now in effect (0 where nothing routes to the canary), so
+	// that routes changed by someone else mid-flight can be set back.
 	Weight(ctx context.Context, t Target) (int, error)
+	// RouteObject is the kind of object that carries the routes (a VirtualService for Istio):
+	// the controller watches it to notice routes changed by someone else.
+	RouteObject() client.Object
 	// Finalize routes everything to stable: user routes are restored exactly as they were before
 	// the canary, generated routes are deleted. It is idempotent.
 	Finalize(ctx context.Context, t Target) error
