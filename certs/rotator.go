@@ -28,7 +28,10 @@ import (
 )
 
 // +kubebuilder:rbac:groups="",namespace=canarygate-system,resources=secrets,verbs=get;list;watch;create;update
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;list;watch;update;patch
+// canarygate reads every webhook configuration through its cache (list and watch cannot be limited
+// by name) but may write only its own two, both named canarygate in the install manifests.
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;list;watch
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=update,resourceNames=canarygate
 
 // retryAfterConflict is how soon a reconcile that lost a write race looks again; the winner's
 // write is usually in the cache by then.

@@ -507,22 +507,10 @@ func TestDeployment(t *testing.T) {
 	if !podNS {
 		t.Error("POD_NAMESPACE is not taken from metadata.namespace")
 	}
-	// The root filesystem is read-only: the certificate directory must be a writable emptyDir.
-	certDir := args["--cert-dir"]
-	var mountedFrom string
-	for _, m := range c.VolumeMounts {
-		if m.MountPath == certDir && !m.ReadOnly {
-			mountedFrom = m.Name
-		}
-	}
-	var emptyDir bool
-	for _, v := range spec.Volumes {
-		if v.Name == mountedFrom && v.EmptyDir != nil {
-			emptyDir = true
-		}
-	}
-	if certDir == "" || !emptyDir {
-		t.Errorf("--cert-dir %q is not a writable emptyDir mount", certDir)
+	// Self-managed certificates are served from memory: the private key never touches a disk, and
+	// the base mounts no certificate directory (the cert-manager overlay adds one).
+	if certDir, ok := args["--cert-dir"]; ok || len(c.VolumeMounts) > 0 || len(spec.Volumes) > 0 {
+		t.Errorf("the base mounts a certificate directory (--cert-dir %q, mounts %v, volumes %v)", certDir, c.VolumeMounts, spec.Volumes)
 	}
 
 	pdb := find[policyv1.PodDisruptionBudget](t, objs, "PodDisruptionBudget", "canarygate")
