@@ -4,14 +4,13 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"net/http"
 	"sort"
 	"sync"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+
+	"canarygate.io/canarygate/e2e/harness"
 )
 
 // QueueStats is what controller-runtime's own metrics say of the canary controller during the
@@ -52,7 +51,7 @@ func startQueueSampler(ctx context.Context, addr string) *queueSampler {
 	go func() {
 		defer close(s.done)
 		for {
-			fams, err := scrapeFamilies(ctx, s.addr)
+			fams, err := harness.ScrapeMetrics(ctx, s.addr)
 			s.mu.Lock()
 			if err != nil && ctx.Err() == nil {
 				s.err = err
@@ -81,7 +80,7 @@ func startQueueSampler(ctx context.Context, addr string) *queueSampler {
 func (s *queueSampler) stop(ctx context.Context) (QueueStats, error) {
 	s.cancel()
 	<-s.done
-	fams, err := scrapeFamilies(ctx, s.addr)
+	fams, err := harness.ScrapeMetrics(ctx, s.addr)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -100,25 +99,6 @@ func (s *queueSampler) stop(ctx context.Context) (QueueStats, error) {
 	st.WaitP50, st.WaitP99 = wait.quantile(0.5), wait.quantile(0.99)
 	st.ReconcileP50, st.ReconcileP99 = rec.quantile(0.5), rec.quantile(0.99)
 	return st, nil
-}
-
-func scrapeFamilies(ctx context.Context, addr string) (map[string]*dto.MetricFamily, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	return parser.TextToMetricFamilies(resp.Body)
 }
 
 func matching(f *dto.MetricFamily, labelName, labelValue string) []*dto.Metric {

@@ -6,6 +6,8 @@ import (
 	"net/http"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"canarygate.io/canarygate/e2e/harness"
 )
 
 // heapMetrics are the Go runtime's memory figures canarygate exports on its metrics endpoint: where
@@ -18,7 +20,7 @@ const reconcileMetric = "controller_runtime_reconcile_total"
 // RuntimeMetrics scrapes canarygate's /metrics for heapMetrics, and for reconcileMetric summed per
 // controller (keys "reconciles <controller>"): the work canarygate does without the API server.
 func RuntimeMetrics(ctx context.Context, metricsAddr string) (map[string]int64, error) {
-	fams, err := scrapeFamilies(ctx, metricsAddr)
+	fams, err := harness.ScrapeMetrics(ctx, metricsAddr)
 	if err != nil {
 		return nil, err
 	}

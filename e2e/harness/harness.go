@@ -53,6 +53,7 @@ type Harness struct {
 	simStop   context.CancelFunc
 	simServer *http.Server
 	logf      func(string, ...any)
+	replicas  int // started by StartReplica, for their log directories
 }
 
 // Start installs canarygate's identity and webhook configurations from the manifests, builds and
