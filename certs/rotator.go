@@ -261,7 +261,14 @@ func (r *rotator) eachClientConfig(ctx context.Context, fn func(*admissionregist
 
 func (r *rotator) visit(ctx context.Context, name string, obj client.Object, mutate func() bool) error {
 	if err := r.reader.Get(ctx, client.ObjectKey{Name: name}, obj); err != nil {
-		return client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			// Normal for a moment while the install manifests are applied; for longer, a
+			// misnamed configuration that would leave every webhook call failing TLS.
+			logf.FromContext(ctx).Info("webhook configuration not found; no CA bundle to inject until it exists "+
+				"(see --mutating-webhook-configuration and --validating-webhook-configuration)", "kind", fmt.Sprintf("%T", obj), "name", name)
+			return nil
+		}
+		return err
 	}
 	if !mutate() {
 		return nil

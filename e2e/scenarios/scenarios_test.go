@@ -84,7 +84,8 @@ func TestFailingCanary(t *testing.T) {
 }
 
 // Scenario 3: Fleet's drift correction and redeploys of the same revision while the canary runs
-// write nothing (the Deployment's resourceVersion stays) and disturb nothing.
+// write nothing (the Deployment's resourceVersion stays) and disturb nothing; a forced drift
+// correction (a replace) keeps the stable template and the pending revision.
 func TestDriftCorrection(t *testing.T) {
 	t.Parallel()
 	h := setup(t)
@@ -103,7 +104,7 @@ func TestDriftCorrection(t *testing.T) {
 		for _, w := range []struct {
 			what  string
 			write func(context.Context, *fleet.Bundle) error
-		}{{"drift correction (Helm rollback, plain update)", a.Applier.CorrectDrift}, {"redeploy (server-side apply)", a.Applier.Apply}} {
+		}{{"drift correction (Helm rollback, strategic merge patch)", a.Applier.CorrectDrift}, {"redeploy (server-side apply)", a.Applier.Apply}} {
 			if err := w.write(t.Context(), a.Bundle); err != nil {
 				t.Fatalf("%s %d: %v", w.what, i+1, err)
 			}
@@ -115,6 +116,28 @@ func TestDriftCorrection(t *testing.T) {
 				t.Fatalf("%s %d changed the Deployment (resourceVersion %s → %s); managedFields before: %s; after: %s",
 					w.what, i+1, d.ResourceVersion, now.ResourceVersion, managers(d), managers(now))
 			}
+		}
+	}
+	// correctDrift.force replaces every object by its manifest (a PUT, as Helm's rollback with
+	// ForceReplace does). That writes a new resourceVersion whatever canarygate does (the manifest
+	// lacks the Deployment controller's revision annotation, which it then puts back), but the
+	// template stays the stable one and the pending revision stays. The Namespace is left out: a
+	// replaced Namespace loses the opt-in label for a moment (README, "Change a Deployment").
+	forcing := *a.Applier
+	forcing.ForceDriftCorrection = true
+	deploymentOnly := *a.Bundle
+	deploymentOnly.Objects = slices.DeleteFunc(slices.Clone(a.Bundle.Objects), func(o *unstructured.Unstructured) bool { return o.GetKind() == "Namespace" })
+	for i := range 2 {
+		if err := forcing.CorrectDrift(t.Context(), &deploymentOnly); err != nil {
+			t.Fatalf("forced drift correction %d: %v", i+1, err)
+		}
+		now, err := a.Deployment(t.Context(), app)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if harness.Image(now) != harness.Image(d) || now.Annotations[v1alpha1.DesiredRevisionAnnotation] != before.Status.CanaryRevision {
+			t.Fatalf("forced drift correction %d: the Deployment runs %s with pending revision %q, want %s with %q",
+				i+1, harness.Image(now), now.Annotations[v1alpha1.DesiredRevisionAnnotation], harness.Image(d), before.Status.CanaryRevision)
 		}
 	}
 	c, err := h.Canary(t.Context(), a.Namespace, app)
