@@ -299,9 +299,12 @@ func TestWebhookConfigurations(t *testing.T) {
 	for _, w := range vwc.Webhooks {
 		all = append(all, common{w.Name, w.ClientConfig, w.FailurePolicy, w.SideEffects, w.TimeoutSeconds, w.NamespaceSelector, w.ObjectSelector, w.MatchConditions, w.Rules})
 	}
-	if len(mwc.Webhooks) != 1 || len(vwc.Webhooks) != 3 {
-		t.Errorf("got %d mutating and %d validating webhooks, want 1 and 3: update this test and fleet/canarygate/fleet.yaml", len(mwc.Webhooks), len(vwc.Webhooks))
+	if len(mwc.Webhooks) != 2 || len(vwc.Webhooks) != 3 {
+		t.Errorf("got %d mutating and %d validating webhooks, want 2 and 3: update this test and fleet/canarygate/fleet.yaml", len(mwc.Webhooks), len(vwc.Webhooks))
 	}
+	// The Namespace label keeper is the one exception to the rules below: it fails open and selects
+	// by object, because a namespaceSelector on a Namespace sees only the new object.
+	const namespaceKeeper = "mnamespaces.canarygate.io"
 
 	for _, w := range all {
 		svc := w.client.Service
@@ -313,8 +316,12 @@ func TestWebhookConfigurations(t *testing.T) {
 		if w.client.URL != nil {
 			t.Errorf("%s: clientConfig.url is set", w.name)
 		}
-		if w.failurePolicy == nil || *w.failurePolicy != admissionv1.Fail {
-			t.Errorf("%s: failurePolicy %v, want Fail (only opted-in namespaces are ever sent)", w.name, w.failurePolicy)
+		wantPolicy := admissionv1.Fail
+		if w.name == namespaceKeeper {
+			wantPolicy = admissionv1.Ignore
+		}
+		if w.failurePolicy == nil || *w.failurePolicy != wantPolicy {
+			t.Errorf("%s: failurePolicy %v, want %s", w.name, w.failurePolicy, wantPolicy)
 		}
 		if w.sideEffects == nil || *w.sideEffects != admissionv1.SideEffectClassNone {
 			t.Errorf("%s: sideEffects %v, want None", w.name, w.sideEffects)
@@ -322,13 +329,20 @@ func TestWebhookConfigurations(t *testing.T) {
 		if w.timeout == nil || *w.timeout > 5 {
 			t.Errorf("%s: timeoutSeconds %v, want at most 5", w.name, w.timeout)
 		}
-		checkManagedSelector(t, w.name, w.namespaceSelector)
+		if w.name == namespaceKeeper {
+			if w.namespaceSelector != nil {
+				t.Errorf("%s: has a namespaceSelector %+v, which would not see the write that drops the label", w.name, w.namespaceSelector)
+			}
+			checkManagedSelector(t, w.name, w.objectSelector)
+		} else {
+			checkManagedSelector(t, w.name, w.namespaceSelector)
+		}
 		for _, r := range w.rules {
 			if slices.Contains(r.Resources, "*") || slices.Contains(r.APIGroups, "*") || slices.Contains(r.Operations, admissionv1.OperationAll) {
 				t.Errorf("%s: rule %+v matches everything", w.name, r)
 			}
-			if r.Scope != nil && *r.Scope == admissionv1.AllScopes && slices.Contains(r.Resources, "namespaces") {
-				t.Errorf("%s: intercepts Namespaces", w.name)
+			if slices.Contains(r.Resources, "namespaces") && (w.name != namespaceKeeper || !slices.Equal(r.Operations, []admissionv1.OperationType{admissionv1.Update})) {
+				t.Errorf("%s: intercepts Namespaces (%v)", w.name, r.Operations)
 			}
 		}
 	}
@@ -336,6 +350,7 @@ func TestWebhookConfigurations(t *testing.T) {
 	// The paths the handlers are served on.
 	wantPaths := map[string]string{
 		"mdeployments.canarygate.io": webhook.MutateDeploymentsPath,
+		namespaceKeeper:              webhook.MutateNamespacesPath,
 		"vdeployments.canarygate.io": webhook.ValidateDeploymentsPath,
 		"vgenerated.canarygate.io":   webhook.ValidateGeneratedPath,
 		"vcanarygate.canarygate.io":  webhook.ValidateCanarygatePath,

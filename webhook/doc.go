@@ -37,6 +37,13 @@
 // GitOps field manager, exactly like a Git revert, and clears the pending revision (the next
 // re-apply records it again). No field of the request tells the two apart.
 //
+// # /mutate-namespaces (v1 Namespaces labeled canarygate.io/canary=enabled, UPDATE)
+//
+// An update that drops the opt-in label from a Namespace that stays managed (its new object still
+// opts in, or a CanaryPolicy still selects it) gets the label added back: a GitOps agent replacing
+// the Namespace with its manifest must not take it out of canarygate's view even for the moment
+// the controller would need to restore it. Fails open (failurePolicy Ignore).
+//
 // # /validate-deployments (apps/v1 Deployments, CREATE and UPDATE; generated ones excepted)
 //
 // In a managed namespace: setting canarygate.io/break-glass, or setting the opt-out

@@ -20,6 +20,7 @@ import (
 // Paths the handlers are served on: a contract with the webhook configurations in manifests/.
 const (
 	MutateDeploymentsPath   = "/mutate-deployments"
+	MutateNamespacesPath    = "/mutate-namespaces"
 	ValidateDeploymentsPath = "/validate-deployments"
 	ValidateGeneratedPath   = "/validate-generated"
 	ValidateCanarygatePath  = "/validate-canarygate"
@@ -27,9 +28,13 @@ const (
 
 // The webhook configurations, generated into manifests/webhook by `make manifests`. The
 // namespaceSelector (only namespaces labeled canarygate.io/canary=enabled) is added by kustomize;
-// /validate-generated is only sent objects labeled canarygate.io/generated-for (the API server
-// matches the objectSelector against the old and the new object).
+// /validate-generated is only sent objects labeled canarygate.io/generated-for, and
+// /mutate-namespaces only Namespaces labeled canarygate.io/canary=enabled (the API server matches
+// an objectSelector against the old and the new object, so a write that drops the label is sent
+// too; a namespaceSelector on a Namespace would match only the new object). /mutate-namespaces
+// fails open: it only keeps a label in place that the controller would restore anyway.
 // +kubebuilder:webhook:path=/mutate-deployments,mutating=true,failurePolicy=fail,sideEffects=None,groups=apps,resources=deployments,verbs=create;update,versions=v1,name=mdeployments.canarygate.io,admissionReviewVersions=v1,timeoutSeconds=5,reinvocationPolicy=IfNeeded
+// +kubebuilder:webhook:path=/mutate-namespaces,mutating=true,failurePolicy=ignore,sideEffects=None,groups=core,resources=namespaces,verbs=update,versions=v1,name=mnamespaces.canarygate.io,admissionReviewVersions=v1,timeoutSeconds=3,reinvocationPolicy=IfNeeded,patch=`{"objectSelector":{"matchLabels":{"canarygate.io/canary":"enabled"}}}`
 // +kubebuilder:webhook:path=/validate-deployments,mutating=false,failurePolicy=fail,sideEffects=None,groups=apps,resources=deployments,verbs=create;update,versions=v1,name=vdeployments.canarygate.io,admissionReviewVersions=v1,timeoutSeconds=5
 // +kubebuilder:webhook:path=/validate-generated,mutating=false,failurePolicy=fail,sideEffects=None,groups=apps;core;networking.istio.io,resources=deployments;services;virtualservices,verbs=create;update;delete,versions=v1;v1beta1;v1alpha3,name=vgenerated.canarygate.io,admissionReviewVersions=v1,timeoutSeconds=5,patch=`{"objectSelector":{"matchExpressions":[{"key":"canarygate.io/generated-for","operator":"Exists"}]}}`
 // +kubebuilder:webhook:path=/validate-canarygate,mutating=false,failurePolicy=fail,sideEffects=None,groups=canarygate.io,resources=canaries;canarypolicies,verbs=create;update,versions=v1alpha1,name=vcanarygate.canarygate.io,admissionReviewVersions=v1,timeoutSeconds=5
@@ -61,7 +66,7 @@ type Options struct {
 	StripKeys []string
 }
 
-// Register serves the four handlers on the manager's webhook server and sets up the cache
+// Register serves the five handlers on the manager's webhook server and sets up the cache
 // informers and index they read. It must be called before the manager starts; the manager's
 // scheme must know corev1 and canarygate.io/v1alpha1.
 func Register(mgr manager.Manager, opts Options) error {
@@ -82,13 +87,14 @@ func Register(mgr manager.Manager, opts Options) error {
 	h := newHandlers(cacheLookup{reader: mgr.GetCache()}, opts)
 	srv := mgr.GetWebhookServer()
 	srv.Register(MutateDeploymentsPath, &admission.Webhook{Handler: admission.HandlerFunc(h.mutateDeployment)})
+	srv.Register(MutateNamespacesPath, &admission.Webhook{Handler: admission.HandlerFunc(h.mutateNamespace)})
 	srv.Register(ValidateDeploymentsPath, &admission.Webhook{Handler: admission.HandlerFunc(h.validateDeployment)})
 	srv.Register(ValidateGeneratedPath, &admission.Webhook{Handler: admission.HandlerFunc(h.validateGenerated)})
 	srv.Register(ValidateCanarygatePath, &admission.Webhook{Handler: admission.HandlerFunc(h.validateCanarygate)})
 	return nil
 }
 
-// handlers holds the configuration and the lookups shared by all four handlers. Every handler is
+// handlers holds the configuration and the lookups shared by all five handlers. Every handler is
 // a pure function of the request and the lookups: no API writes, so dry-run gets the same answer.
 type handlers struct {
 	lookup         Lookup

@@ -304,6 +304,32 @@ func TestCanarygateDown(t *testing.T) {
 		webhookDown(t, c.Update(ctx, cg), "vcanarygate.canarygate.io")
 	})
 
+	// The label keeper on Namespaces fails open: the README's emergency switch, removing the opt-in
+	// label, works while canarygate is down, and the namespace's Deployments then roll out natively.
+	t.Run("removing the opt-in label from a managed namespace", func(t *testing.T) {
+		createNamespace(t, c, "managed-switch")
+		d := deployment("managed-switch", "app")
+		if err := c.Create(ctx, d); err != nil {
+			t.Fatalf("create before opting in: %v", err)
+		}
+		optIn(t, c, "managed-switch")
+		webhookDown(t, setImage(ctx, c, d, "example.com/app:2"), "mdeployments.canarygate.io")
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			ns := &corev1.Namespace{}
+			if err := c.Get(ctx, client.ObjectKey{Name: "managed-switch"}, ns); err != nil {
+				return err
+			}
+			delete(ns.Labels, v1alpha1.OptInKey)
+			return c.Update(ctx, ns)
+		})
+		if err != nil {
+			t.Fatalf("removing the label: %v", err)
+		}
+		if err := setImage(ctx, c, d, "example.com/app:2"); err != nil {
+			t.Fatalf("update after the switch: %v", err)
+		}
+	})
+
 	// CanaryPolicy is cluster-scoped: no namespace selector keeps it from canarygate's validator.
 	t.Run("CanaryPolicy create", func(t *testing.T) {
 		p := &v1alpha1.CanaryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "while-down"}}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -119,17 +120,23 @@ func TestDriftCorrection(t *testing.T) {
 		}
 	}
 	// correctDrift.force replaces every object by its manifest (a PUT, as Helm's rollback with
-	// ForceReplace does). That writes a new resourceVersion whatever canarygate does (the manifest
-	// lacks the Deployment controller's revision annotation, which it then puts back), but the
-	// template stays the stable one and the pending revision stays. The Namespace is left out: a
-	// replaced Namespace loses the opt-in label for a moment (README, "Change a Deployment").
+	// ForceReplace does), the Namespace first. That writes a new resourceVersion whatever
+	// canarygate does (the manifest lacks the Deployment controller's revision annotation, which it
+	// then puts back), but the Namespace keeps the opt-in label Git does not declare, so the
+	// replaced Deployment still reaches the webhooks: the template stays the stable one and the
+	// pending revision stays.
 	forcing := *a.Applier
 	forcing.ForceDriftCorrection = true
-	deploymentOnly := *a.Bundle
-	deploymentOnly.Objects = slices.DeleteFunc(slices.Clone(a.Bundle.Objects), func(o *unstructured.Unstructured) bool { return o.GetKind() == "Namespace" })
 	for i := range 2 {
-		if err := forcing.CorrectDrift(t.Context(), &deploymentOnly); err != nil {
+		if err := forcing.CorrectDrift(t.Context(), a.Bundle); err != nil {
 			t.Fatalf("forced drift correction %d: %v", i+1, err)
+		}
+		var ns corev1.Namespace
+		if err := h.Client.Get(t.Context(), client.ObjectKey{Name: a.Namespace}, &ns); err != nil {
+			t.Fatal(err)
+		}
+		if ns.Labels[v1alpha1.OptInKey] != v1alpha1.OptInEnabled {
+			t.Fatalf("forced drift correction %d took the opt-in label off the Namespace: %v", i+1, ns.Labels)
 		}
 		now, err := a.Deployment(t.Context(), app)
 		if err != nil {

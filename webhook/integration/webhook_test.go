@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -194,7 +195,13 @@ func installConfigurations(ctx context.Context, c client.Client, base string, ca
 			}
 			for i := range m.Webhooks {
 				m.Webhooks[i].ClientConfig = clientConfig(m.Webhooks[i].ClientConfig)
-				m.Webhooks[i].NamespaceSelector = selector
+				// The Namespace label keeper selects by object (its marker's objectSelector): a
+				// namespaceSelector on a Namespace matches only the new object.
+				if !slices.ContainsFunc(m.Webhooks[i].Rules, func(r admissionregistrationv1.RuleWithOperations) bool {
+					return slices.Contains(r.Resources, "namespaces")
+				}) {
+					m.Webhooks[i].NamespaceSelector = selector
+				}
 			}
 			obj = &m
 		case "ValidatingWebhookConfiguration":
@@ -491,5 +498,37 @@ func TestNamespaceThatDidNotOptInIsNeverSent(t *testing.T) {
 	}
 	if n := f.server.requests(ns); n != 0 {
 		t.Fatalf("the webhook got %d requests for a namespace that did not opt in", n)
+	}
+}
+
+// A GitOps agent replacing a managed Namespace with a manifest that lacks the opt-in label
+// (Fleet's correctDrift.force) does not take the namespace out of the webhooks' view: the API
+// server's call to /mutate-namespaces keeps the label. No controller runs here that could put it
+// back, so the label in the answer to the replace is the webhook's doing. Opting out (the
+// annotation gone as well) lets it go.
+func TestNamespaceReplaceKeepsOptInLabel(t *testing.T) {
+	f := setup(t)
+	ctx := t.Context()
+	name := newNamespace(t, f, true)
+	replace := func(annotations map[string]string) *corev1.Namespace {
+		t.Helper()
+		var live corev1.Namespace
+		if err := f.client.Get(ctx, client.ObjectKey{Name: name}, &live); err != nil {
+			t.Fatal(err)
+		}
+		fromGit := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+			Name: name, ResourceVersion: live.ResourceVersion,
+			Labels: map[string]string{"istio-injection": "enabled"}, Annotations: annotations,
+		}}
+		if err := f.client.Update(ctx, fromGit); err != nil {
+			t.Fatal(err)
+		}
+		return fromGit
+	}
+	if ns := replace(map[string]string{v1alpha1.OptInKey: v1alpha1.OptInEnabled}); ns.Labels[v1alpha1.OptInKey] != v1alpha1.OptInEnabled || ns.Labels["istio-injection"] != "enabled" {
+		t.Errorf("after a replace of the opted-in Namespace, labels %v: want the opt-in label kept next to Git's", ns.Labels)
+	}
+	if ns := replace(nil); ns.Labels[v1alpha1.OptInKey] != "" {
+		t.Errorf("after opting out by replace, labels %v: want the opt-in label gone", ns.Labels)
 	}
 }
