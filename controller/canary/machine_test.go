@@ -138,7 +138,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "new status starts Initialized with the stable revision",
 			in:   with(base(), func(in *Input) { in.Status = v1alpha1.CanaryStatus{} }),
-			want: want{events: "Initialized", phase: v1alpha1.PhaseInitialized},
+			want: want{phase: v1alpha1.PhaseInitialized},
 		},
 		{
 			name: "pending revision starts the canary",
