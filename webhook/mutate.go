@@ -144,7 +144,7 @@ func (h *handlers) divertPatch(req admission.Request, old, obj *objectView, newR
 		v1alpha1.DesiredRevisionAnnotation: newRev.hash,
 		v1alpha1.DesiredTemplateAnnotation: newRev.desired,
 	}
-	ops = setAnnotations(ops, obj, want)
+	ops = setMetadata(ops, obj, "annotations", pendingKeys[:], want)
 	keep, err := keepManagedFields(req, want)
 	if err != nil {
 		return badRequest("%v", err)
@@ -205,25 +205,29 @@ func keepManagedFields(req admission.Request, pending map[string]string) (*jsonp
 	return &op, nil
 }
 
-// setAnnotations appends the operations that make obj's annotations hold want, in a fixed order.
-func setAnnotations(ops []jsonpatch.Operation, obj *objectView, want map[string]string) []jsonpatch.Operation {
+// setMetadata appends the operations that make obj's metadata.<field> ("labels" or "annotations")
+// hold want, for the keys in order (a fixed order gives a deterministic patch).
+func setMetadata(ops []jsonpatch.Operation, obj *objectView, field string, keys []string, want map[string]string) []jsonpatch.Operation {
 	have := obj.Metadata.Annotations
+	if field == "labels" {
+		have = obj.Metadata.Labels
+	}
 	switch {
 	case !obj.Metadata.Present:
-		return append(ops, jsonpatch.NewOperation("add", "/metadata", map[string]any{"annotations": want}))
+		return append(ops, jsonpatch.NewOperation("add", "/metadata", map[string]any{field: want}))
 	case have == nil:
-		return append(ops, jsonpatch.NewOperation("add", "/metadata/annotations", want))
+		return append(ops, jsonpatch.NewOperation("add", "/metadata/"+field, want))
 	}
-	for _, k := range pendingKeys {
+	for _, k := range keys {
 		v, ok := want[k]
 		if !ok {
 			continue
 		}
 		switch cur, exists := have[k]; {
 		case !exists:
-			ops = append(ops, jsonpatch.NewOperation("add", annotationPath(k), v))
+			ops = append(ops, jsonpatch.NewOperation("add", metadataPath(field, k), v))
 		case cur != v:
-			ops = append(ops, jsonpatch.NewOperation("replace", annotationPath(k), v))
+			ops = append(ops, jsonpatch.NewOperation("replace", metadataPath(field, k), v))
 		}
 	}
 	return ops
@@ -234,7 +238,7 @@ func clearPending(obj *objectView) admission.Response {
 	var ops []jsonpatch.Operation
 	for _, k := range pendingKeys {
 		if _, ok := obj.annotation(k); ok {
-			ops = append(ops, jsonpatch.NewOperation("remove", annotationPath(k), nil))
+			ops = append(ops, jsonpatch.NewOperation("remove", metadataPath("annotations", k), nil))
 		}
 	}
 	return admission.Patched("Git states the stable template again: pending revision cleared", ops...)
@@ -242,7 +246,10 @@ func clearPending(obj *objectView) admission.Response {
 
 var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
 
-func annotationPath(key string) string { return "/metadata/annotations/" + pointerEscaper.Replace(key) }
+// metadataPath is the JSON pointer of key in metadata.<field>.
+func metadataPath(field, key string) string {
+	return "/metadata/" + field + "/" + pointerEscaper.Replace(key)
+}
 
 // templateMeta is the metadata of a Deployment's pod template.
 type templateMeta struct {

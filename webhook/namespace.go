@@ -2,10 +2,7 @@ package webhook
 
 import (
 	"context"
-	"fmt"
-	"net/http"
 
-	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,6 +18,8 @@ import (
 // canarygate a Deployment replaced right after, and its template would roll out unmeasured. The
 // webhook is only sent Namespaces whose old or new object carries the label, and fails open: when
 // canarygate is down, removing the label still works as the emergency switch the README describes.
+var optInLabelKeys = []string{v1alpha1.OptInKey}
+
 func (h *handlers) mutateNamespace(ctx context.Context, req admission.Request) admission.Response {
 	if req.Kind.Group != "" || req.Kind.Kind != "Namespace" {
 		return wrongKind(req, "v1 Namespaces")
@@ -35,29 +34,18 @@ func (h *handlers) mutateNamespace(ctx context.Context, req admission.Request) a
 	if obj.Metadata.Labels[v1alpha1.OptInKey] == v1alpha1.OptInEnabled {
 		return admission.Allowed("")
 	}
-	policies, err := h.lookup.Policies(ctx)
-	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("canarygate cannot read CanaryPolicies: %w", err))
-	}
 	name := obj.Metadata.Name
 	if name == "" {
 		name = req.Name
 	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: obj.Metadata.Labels, Annotations: obj.Metadata.Annotations}}
-	// An invalid policy is skipped here as everywhere; the controller reports it.
-	eff, _ := h.resolver.Resolve(ns, policies)
+	// The namespace as the update would store it: that is what must stay managed.
+	eff, resp := h.resolve(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: obj.Metadata.Labels, Annotations: obj.Metadata.Annotations}})
+	if resp != nil {
+		return *resp
+	}
 	if !eff.Managed {
 		return admission.Allowed("the namespace is no longer managed: the opt-in label goes")
 	}
-	label := map[string]string{v1alpha1.OptInKey: v1alpha1.OptInEnabled}
-	var op jsonpatch.Operation
-	switch {
-	case !obj.Metadata.Present:
-		op = jsonpatch.NewOperation("add", "/metadata", map[string]any{"labels": label})
-	case obj.Metadata.Labels == nil:
-		op = jsonpatch.NewOperation("add", "/metadata/labels", label)
-	default:
-		op = jsonpatch.NewOperation("add", "/metadata/labels/"+pointerEscaper.Replace(v1alpha1.OptInKey), v1alpha1.OptInEnabled)
-	}
-	return admission.Patched("canarygate: the opt-in label stays while the namespace is managed", op)
+	ops := setMetadata(nil, obj, "labels", optInLabelKeys, map[string]string{v1alpha1.OptInKey: v1alpha1.OptInEnabled})
+	return admission.Patched("canarygate: the opt-in label stays while the namespace is managed", ops...)
 }

@@ -134,6 +134,12 @@ func (h *handlers) effective(ctx context.Context, namespace string) (policy.Effe
 		resp := admission.Errored(code, fmt.Errorf("canarygate cannot read namespace %q yet, retry: %w", namespace, err))
 		return policy.Effective{}, &resp
 	}
+	return h.resolve(ctx, ns)
+}
+
+// resolve merges the CanaryPolicies that apply to ns, which may be the namespace as a request
+// would store it rather than the cached one.
+func (h *handlers) resolve(ctx context.Context, ns *corev1.Namespace) (policy.Effective, *admission.Response) {
 	policies, err := h.lookup.Policies(ctx)
 	if err != nil {
 		resp := admission.Errored(http.StatusInternalServerError, fmt.Errorf("canarygate cannot read CanaryPolicies, retry: %w", err))
