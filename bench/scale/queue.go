@@ -62,8 +62,8 @@ func startQueueSampler(ctx context.Context, addr string) *queueSampler {
 				}
 				s.last = fams
 				s.stats.Samples++
-				s.stats.MaxDepth = max(s.stats.MaxDepth, int(gauge(fams[queueDepthMetric], "name", "canary")))
-				s.stats.MaxBusyWorkers = max(s.stats.MaxBusyWorkers, int(gauge(fams[busyWorkersMetric], "controller", "canary")))
+				s.stats.MaxDepth = max(s.stats.MaxDepth, int(harness.Sum(fams[queueDepthMetric], "name", "canary")))
+				s.stats.MaxBusyWorkers = max(s.stats.MaxBusyWorkers, int(harness.Sum(fams[busyWorkersMetric], "controller", "canary")))
 			}
 			s.mu.Unlock()
 			select {
@@ -101,30 +101,6 @@ func (s *queueSampler) stop(ctx context.Context) (QueueStats, error) {
 	return st, nil
 }
 
-func matching(f *dto.MetricFamily, labelName, labelValue string) []*dto.Metric {
-	if f == nil {
-		return nil
-	}
-	var out []*dto.Metric
-	for _, m := range f.GetMetric() {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == labelName && l.GetValue() == labelValue {
-				out = append(out, m)
-				break
-			}
-		}
-	}
-	return out
-}
-
-func gauge(f *dto.MetricFamily, labelName, labelValue string) float64 {
-	var v float64
-	for _, m := range matching(f, labelName, labelValue) {
-		v += m.GetGauge().GetValue()
-	}
-	return v
-}
-
 // histogram is a cumulative Prometheus histogram: counts of observations ≤ each upper bound.
 type histogram struct {
 	bounds []float64 // ascending, +Inf last
@@ -136,7 +112,7 @@ type histogram struct {
 func histogramDelta(before, after *dto.MetricFamily, labelName, labelValue string) histogram {
 	cum := func(f *dto.MetricFamily) map[float64]uint64 {
 		out := map[float64]uint64{}
-		for _, m := range matching(f, labelName, labelValue) {
+		for _, m := range harness.Matching(f, labelName, labelValue) {
 			for _, b := range m.GetHistogram().GetBucket() {
 				if !math.IsInf(b.GetUpperBound(), 1) { // the text format lists +Inf; the count is the same
 					out[b.GetUpperBound()] += b.GetCumulativeCount()

@@ -5,8 +5,6 @@ import (
 	"io"
 	"net/http"
 
-	dto "github.com/prometheus/client_model/go"
-
 	"canarygate.io/canarygate/e2e/harness"
 )
 
@@ -26,29 +24,12 @@ func RuntimeMetrics(ctx context.Context, metricsAddr string) (map[string]int64, 
 	}
 	out := map[string]int64{}
 	for _, name := range heapMetrics {
-		for _, m := range fams[name].GetMetric() {
-			out[name] += int64(value(m))
-		}
+		out[name] = int64(harness.Sum(fams[name], "", ""))
 	}
 	for _, m := range fams[reconcileMetric].GetMetric() {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == "controller" {
-				out["reconciles "+l.GetValue()] += int64(value(m))
-			}
-		}
+		out["reconciles "+harness.Label(m, "controller")] += int64(harness.Value(m))
 	}
 	return out, nil
-}
-
-// value is a sample's value, whichever type its family declares.
-func value(m *dto.Metric) float64 {
-	switch {
-	case m.Counter != nil:
-		return m.GetCounter().GetValue()
-	case m.Gauge != nil:
-		return m.GetGauge().GetValue()
-	}
-	return m.GetUntyped().GetValue()
 }
 
 // metricsSize is the size of one /metrics response.

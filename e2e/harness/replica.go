@@ -4,15 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
-	"time"
-
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // StartReplica starts one more canarygate process, as a second replica of the installed
@@ -52,29 +46,4 @@ func (h *Harness) StartReplica(ctx context.Context, args ...string) (*Canarygate
 // a Service's endpoints would move to the replicas that are up.
 func (h *Harness) PointWebhooksAt(ctx context.Context, url string) error {
 	return registerWebhooks(ctx, h.Clientset, h.install, url)
-}
-
-// Metrics scrapes canarygate's metrics endpoint.
-func (c *Canarygate) Metrics(ctx context.Context) (map[string]*dto.MetricFamily, error) {
-	return ScrapeMetrics(ctx, c.MetricsAddr)
-}
-
-// ScrapeMetrics reads the Prometheus text exposition at http://addr/metrics.
-func ScrapeMetrics(ctx context.Context, addr string) (map[string]*dto.MetricFamily, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET http://%s/metrics: %s", addr, resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	return parser.TextToMetricFamilies(resp.Body)
 }

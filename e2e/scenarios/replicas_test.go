@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -126,30 +125,18 @@ func reconciles(t *testing.T, r *harness.Canarygate, controller string) float64 
 	return metricSum(t, r, "controller_runtime_reconcile_total", controller)
 }
 
-// metricSum adds up a counter's or gauge's series, those of one controller when controller is set.
+// metricSum adds up a metric's series, those of one controller when controller is set.
 func metricSum(t *testing.T, r *harness.Canarygate, name, controller string) float64 {
 	t.Helper()
 	fams, err := r.Metrics(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum float64
-	for _, m := range fams[name].GetMetric() {
-		if controller != "" && label(m, "controller") != controller {
-			continue
-		}
-		sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+	labelName := ""
+	if controller != "" {
+		labelName = "controller"
 	}
-	return sum
-}
-
-func label(m *dto.Metric, name string) string {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
+	return harness.Sum(fams[name], labelName, controller)
 }
 
 // assertServesAdmission posts an AdmissionReview straight to a replica's Canary validator over
