@@ -149,6 +149,19 @@ func createNamespace(t *testing.T, c client.Client, name string) *corev1.Namespa
 	return ns
 }
 
+// managedWith creates namespace ns with objs in it while canarygate does not see it yet, then opts
+// it in: the objects exist before the webhooks are called for them.
+func managedWith(t *testing.T, c client.Client, ns string, objs ...client.Object) {
+	t.Helper()
+	createNamespace(t, c, ns)
+	for _, o := range objs {
+		if err := c.Create(t.Context(), o); err != nil {
+			t.Fatalf("creating %T %s before opting in: %v", o, o.GetName(), err)
+		}
+	}
+	optIn(t, c, ns)
+}
+
 // optIn puts the label that canarygate's controller mirrors from the opt-in annotation (the
 // controller does not run here).
 func optIn(t *testing.T, c client.Client, name string) {
@@ -228,12 +241,8 @@ func TestCanarygateDown(t *testing.T) {
 	})
 
 	t.Run("managed namespace", func(t *testing.T) {
-		createNamespace(t, c, "managed")
 		d := deployment("managed", "app")
-		if err := c.Create(ctx, d); err != nil {
-			t.Fatalf("create before opting in: %v", err)
-		}
-		optIn(t, c, "managed")
+		managedWith(t, c, "managed", d)
 
 		webhookDown(t, setImage(ctx, c, d, "example.com/app:2"), "mdeployments.canarygate.io")
 		live := &appsv1.Deployment{}
@@ -260,15 +269,11 @@ func TestCanarygateDown(t *testing.T) {
 	})
 
 	t.Run("managed namespace with generated objects can be deleted", func(t *testing.T) {
-		createNamespace(t, c, "managed-gone")
 		svc := &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "managed-gone", Name: "app-canary", Labels: map[string]string{v1alpha1.GeneratedForLabel: "app"}},
 			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 8080}}, Selector: map[string]string{"app": "app-canary"}},
 		}
-		if err := c.Create(ctx, svc); err != nil {
-			t.Fatalf("create before opting in: %v", err)
-		}
-		optIn(t, c, "managed-gone")
+		managedWith(t, c, "managed-gone", svc)
 		// Only canarygate may touch generated objects; without it, nobody but Kubernetes can.
 		webhookDown(t, c.Delete(ctx, svc.DeepCopy()), "vgenerated.canarygate.io")
 
@@ -288,18 +293,13 @@ func TestCanarygateDown(t *testing.T) {
 	})
 
 	t.Run("Canary create in a managed namespace", func(t *testing.T) {
-		createNamespace(t, c, "managed-canary-new")
-		optIn(t, c, "managed-canary-new")
+		managedWith(t, c, "managed-canary-new")
 		webhookDown(t, c.Create(ctx, canary("managed-canary-new", "app")), "vcanarygate.canarygate.io")
 	})
 
 	t.Run("Canary update in a managed namespace", func(t *testing.T) {
-		createNamespace(t, c, "managed-canary-old")
 		cg := canary("managed-canary-old", "app")
-		if err := c.Create(ctx, cg); err != nil {
-			t.Fatalf("create before opting in: %v", err)
-		}
-		optIn(t, c, "managed-canary-old")
+		managedWith(t, c, "managed-canary-old", cg)
 		cg.Spec.Suspend = true
 		webhookDown(t, c.Update(ctx, cg), "vcanarygate.canarygate.io")
 	})
@@ -307,12 +307,8 @@ func TestCanarygateDown(t *testing.T) {
 	// The label keeper on Namespaces fails open: the README's emergency switch, removing the opt-in
 	// label, works while canarygate is down, and the namespace's Deployments then roll out natively.
 	t.Run("removing the opt-in label from a managed namespace", func(t *testing.T) {
-		createNamespace(t, c, "managed-switch")
 		d := deployment("managed-switch", "app")
-		if err := c.Create(ctx, d); err != nil {
-			t.Fatalf("create before opting in: %v", err)
-		}
-		optIn(t, c, "managed-switch")
+		managedWith(t, c, "managed-switch", d)
 		webhookDown(t, setImage(ctx, c, d, "example.com/app:2"), "mdeployments.canarygate.io")
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			ns := &corev1.Namespace{}
@@ -339,13 +335,9 @@ func TestCanarygateDown(t *testing.T) {
 	// The webhooks' matchConditions skip a Deployment with a deletionTimestamp, so whoever holds a
 	// finalizer on it can let it go while canarygate is down.
 	t.Run("finalizer removal from a Deployment being deleted in a managed namespace", func(t *testing.T) {
-		createNamespace(t, c, "managed-deleting")
 		d := deployment("managed-deleting", "app")
 		d.Finalizers = []string{"example.com/hold"}
-		if err := c.Create(ctx, d); err != nil {
-			t.Fatalf("create before opting in: %v", err)
-		}
-		optIn(t, c, "managed-deleting")
+		managedWith(t, c, "managed-deleting", d)
 		if err := c.Delete(ctx, d); err != nil {
 			t.Fatalf("delete: %v", err)
 		}
